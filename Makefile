@@ -1,0 +1,47 @@
+# One command per job: `make report` rebuilds the study, `make test` checks it. Both set everything up.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PROFILE ?= full
+# The verified copy beside the checkout, when there is one; otherwise the notebooks download (Kaggle, then GitHub).
+SHARED_DATA := $(wildcard $(CURDIR)/../shared/data/bccd)
+BLOODLIB_DATA ?= $(SHARED_DATA)
+export BLOODLIB_DATA
+ARGS ?=
+
+.PHONY: venv report smoke test unit notebooks benchmark lab clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	$(PY) -m ipykernel install --sys-prefix --name bloodcells --display-name "Python (bloodcells)"
+	touch $@
+
+## make report [PROFILE=smoke] [ARGS="-p image_size 96 -p epochs 40"]: run notebooks 01-07, render report/
+report: venv
+	$(PY) -m bloodlib run --profile $(PROFILE) $(ARGS)
+
+smoke:
+	$(MAKE) report PROFILE=smoke
+
+## make test: unit tests, then every notebook under nbmake with the smoke profile
+test: unit notebooks
+
+unit: venv
+	$(PY) -m pytest tests
+
+notebooks: venv
+	BLOODLIB_PROFILE=smoke BLOODLIB_OUTPUT=$(CURDIR)/outputs/nbmake $(PY) -m pytest --nbmake --nbmake-timeout=900 notebooks/
+
+benchmark: venv
+	$(PY) benchmarks/throughput.py
+
+lab: venv
+	$(VENV)/bin/jupyter lab notebooks/
+
+clean:
+	rm -rf outputs .pytest_cache

@@ -1,0 +1,567 @@
+"""Find, download, verify and fingerprint the BCCD white-blood-cell data.
+
+The study reads one *data root* ``R`` in the Kaggle layout::
+
+    R/dataset-master/{JPEGImages/*.jpg, Annotations/*.xml, labels.csv}   required: images and WBC labels
+    R/BCCD_Dataset/BCCD/{JPEGImages, Annotations, ImageSets}              optional: WBC boxes (crop mode)
+    R/dataset2-master/images/{TRAIN,TEST,TEST_SIMPLE}/<4 classes>/*.jpeg  optional: Kaggle only
+
+:func:`find_data` tries, in order (unless ``source`` names one): a local folder (``data_dir``, the
+``BLOODLIB_DATA`` environment variable, or ``../shared/data/bccd`` beside the checkout), the project's
+cache (``config.cache_dir()/"bccd"``), Kaggle through ``kagglehub``, and the public GitHub archives.
+Downloads are assembled into the cache in the same layout, each part renamed into place only after it
+verifies, so a second call finds the cache and does no network and no copying. A user's own data folder
+is only ever read. :func:`data_manifest` fingerprints the files a run used (path, bytes, sha256).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import fnmatch
+import hashlib
+import json
+import logging
+import os
+import posixpath
+import shutil
+import stat
+import tarfile
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
+import pandas as pd
+
+from . import config
+
+log = logging.getLogger(__name__)
+
+KAGGLE_HANDLE = "paultimothymooney/blood-cells"
+# The public GitHub copies: images + labels (cosmicad) and the VOC files holding the WBC boxes (BCCD_Dataset).
+GITHUB_URLS: dict[str, str] = {
+    "dataset-master": "https://github.com/cosmicad/dataset/archive/refs/heads/master.zip",
+    "BCCD_Dataset": "https://github.com/Shenggan/BCCD_Dataset/archive/refs/heads/master.zip",
+}
+SOURCES = ("auto", "local", "cache", "kaggle", "github")
+SOURCES_FILE = "SOURCES.json"  # written into the cache only: where each part came from
+
+_CLASSES4 = ("EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL")
+_DATASET2_COUNTS = {
+    "TRAIN": (2497, 2483, 2478, 2499),
+    "TEST": (623, 620, 620, 624),
+    "TEST_SIMPLE": (13, 6, 4, 48),
+}
+
+# The known layout: subset -> {relative path: (glob, count)}; (None, None) marks a file that must exist.
+EXPECTED: dict[str, dict[str, tuple[str | None, int | None]]] = {
+    "dataset-master": {
+        "labels.csv": (None, None),
+        "JPEGImages": ("*.jpg", 366),
+    },
+    "BCCD_Dataset": {
+        "BCCD/JPEGImages": ("*.jpg", 364),
+        "BCCD/Annotations": ("*.xml", 364),
+    },
+    "dataset2-master": {
+        f"images/{split}/{cls}": ("*.jpeg", n)
+        for split, counts in _DATASET2_COUNTS.items()
+        for cls, n in zip(_CLASSES4, counts)
+    },
+}
+# Counted for the summary when present, never required (dataset-master's VOC files hold RBC boxes only).
+_OPTIONAL_COUNTS = {"dataset-master/Annotations": "*.xml"}
+
+
+class DataLayoutError(ValueError):
+    """A data folder does not hold the expected layout; the message names folder, expected and found."""
+
+
+class DownloadError(RuntimeError):
+    """A download or an archive failed; the message names the URL or archive and the problem."""
+
+
+class UnsafeArchiveError(DownloadError, ValueError):
+    """An archive member would land outside the target folder (absolute path, ``..``, link)."""
+
+
+# --------------------------------------------------------------------------------------------- layout
+def _count(folder: Path, pattern: str) -> int:
+    return sum(1 for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
+               and fnmatch.fnmatchcase(p.name, pattern))
+
+
+def _listing(folder: Path, limit: int = 8) -> str:
+    """What a folder holds, briefly, for error messages."""
+    if not folder.exists():
+        return "nothing (the folder does not exist)"
+    if not folder.is_dir():
+        return "a file, not a folder"
+    names = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())
+    if not names:
+        return "an empty folder"
+    more = f", ... ({len(names)} entries)" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+def _subset_problems(root: Path, subset: str, strict_counts: bool) -> tuple[list[str], dict[str, int]]:
+    """Problems (one line each) and file counts of ``root/subset`` against :data:`EXPECTED`."""
+    problems: list[str] = []
+    counts: dict[str, int] = {}
+    base = root / subset
+    if not base.is_dir():
+        return [f"{root}: expected a folder {subset}/, found {_listing(root)}"], counts
+    for rel, (pattern, n) in EXPECTED[subset].items():
+        path = base / rel
+        if pattern is None:
+            if not path.is_file():
+                problems.append(f"{base}: expected the file {rel}, found {_listing(path.parent)}")
+            continue
+        if not path.is_dir():
+            problems.append(f"{path.parent}: expected a folder {path.name}/ of {n} {pattern} files, "
+                            f"found {_listing(path.parent)}")
+            continue
+        found = counts[f"{subset}/{rel}"] = _count(path, pattern)
+        if strict_counts and found != n:
+            problems.append(f"{path}: expected {n} {pattern} files, found {found}")
+        elif found == 0:
+            problems.append(f"{path}: expected {pattern} files, found none ({_listing(path)})")
+    for rel, pattern in _OPTIONAL_COUNTS.items():
+        if rel.startswith(subset + "/") and (root / rel).is_dir():
+            counts[rel] = _count(root / rel, pattern)
+    return problems, counts
+
+
+def verify_layout(root: str | os.PathLike, *, require_boxes: bool = False,
+                  strict_counts: bool = True) -> dict:
+    """Check ``root`` against :data:`EXPECTED` and return its file counts.
+
+    ``dataset-master`` is required; ``BCCD_Dataset`` only with ``require_boxes``; each optional part is
+    checked when present. ``strict_counts=False`` only asks for non-empty folders (synthetic test data).
+    Raises :class:`DataLayoutError` listing every problem. Reads only.
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DataLayoutError(f"{root}: expected a data folder holding dataset-master/, "
+                              f"found {_listing(root)}")
+    problems, counts = _subset_problems(root, "dataset-master", strict_counts)
+    if problems and (root / "JPEGImages").is_dir() and (root / "labels.csv").is_file():
+        problems.append(f"{root} looks like dataset-master itself: pass its parent folder")
+    boxes = (root / "BCCD_Dataset").exists()
+    if boxes or require_boxes:
+        p, c = _subset_problems(root, "BCCD_Dataset", strict_counts)
+        if p and require_boxes and not boxes:
+            p.append("the WBC boxes (BCCD_Dataset/BCCD) are needed for crop mode; public copy: "
+                     + GITHUB_URLS["BCCD_Dataset"])
+        problems += p
+        counts |= c
+    dataset2 = (root / "dataset2-master").exists()
+    if dataset2:
+        p, c = _subset_problems(root, "dataset2-master", strict_counts)
+        problems += p
+        counts |= c
+    if problems:
+        raise DataLayoutError("wrong data layout:\n  " + "\n  ".join(problems))
+    return {"root": str(root.resolve()), **counts, "boxes": boxes, "dataset2": dataset2}
+
+
+# ------------------------------------------------------------------------------------------ download
+def download(url: str, dest: str | os.PathLike, *, expected_sha256: str | None = None,
+             expected_size: int | None = None, timeout: float = 60, progress: bool = True) -> Path:
+    """Stream ``url`` to ``dest`` through a temporary file renamed only once it checks out.
+
+    The size is checked against ``Content-Length`` (and ``expected_size``), the hash against
+    ``expected_sha256``. On any failure the temporary file is removed, ``dest`` is left as it was, and
+    :class:`DownloadError` names the URL and the problem.
+    """
+    import requests
+    from tqdm.auto import tqdm
+
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    tmp = Path(tmp_name)
+    try:
+        digest = hashlib.sha256()
+        written, announced = 0, None
+        # identity encoding: Content-Length then counts the bytes we store
+        with os.fdopen(fd, "wb") as out, requests.get(
+                url, stream=True, timeout=timeout, headers={"Accept-Encoding": "identity"}) as resp:
+            if resp.status_code != 200:
+                raise DownloadError(f"{url}: HTTP {resp.status_code} {resp.reason}")
+            length = resp.headers.get("Content-Length")
+            announced = int(length) if length and length.isdigit() else None
+            with tqdm(total=announced, unit="B", unit_scale=True, desc=dest.name,
+                      disable=not progress, leave=False) as bar:
+                for chunk in resp.iter_content(chunk_size=1 << 16):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    written += len(chunk)
+                    bar.update(len(chunk))
+        if announced is not None and written != announced:
+            raise DownloadError(f"{url}: truncated, got {written} of {announced} bytes")
+        if expected_size is not None and written != expected_size:
+            raise DownloadError(f"{url}: expected {expected_size} bytes, got {written}")
+        if expected_sha256 is not None and digest.hexdigest() != expected_sha256.lower():
+            raise DownloadError(f"{url}: sha256 {digest.hexdigest()} does not match the expected "
+                                f"{expected_sha256}")
+        os.replace(tmp, dest)
+        return dest
+    except DownloadError:
+        tmp.unlink(missing_ok=True)
+        raise
+    except (requests.RequestException, OSError) as exc:
+        tmp.unlink(missing_ok=True)
+        got = f"{written} of {announced}" if announced is not None else f"{written}"
+        raise DownloadError(f"{url}: download failed after {got} bytes "
+                            f"({type(exc).__name__}: {exc})") from exc
+    except BaseException:  # KeyboardInterrupt included: never leave a half file behind
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+# ------------------------------------------------------------------------------------------- archives
+def _unsafe_reason(name: str) -> str | None:
+    """Why a member name would escape the target folder, or None when it is safe."""
+    posix = name.replace("\\", "/")
+    if posix.startswith("/") or PureWindowsPath(name).drive:
+        return "absolute path"
+    if ".." in PurePosixPath(posix).parts:
+        return "'..' component"
+    return None
+
+
+def _check_zip(zf: zipfile.ZipFile, archive: Path) -> None:
+    for info in zf.infolist():
+        reason = _unsafe_reason(info.filename)
+        # zipfile would write a link as a plain file holding its target: refuse links outright
+        if reason is None and stat.S_ISLNK(info.external_attr >> 16):
+            reason = "symlink member"
+        if reason:
+            raise UnsafeArchiveError(f"{archive}: refusing member {info.filename!r} ({reason})")
+
+
+def _check_tar(tf: tarfile.TarFile, archive: Path) -> None:
+    for m in tf.getmembers():
+        reason = _unsafe_reason(m.name)
+        if reason is None and (m.issym() or m.islnk()):
+            # a symlink resolves beside itself, a hard link from the archive root
+            base = posixpath.dirname(m.name) if m.issym() else ""
+            resolved = posixpath.normpath(posixpath.join(base, m.linkname.replace("\\", "/")))
+            if _unsafe_reason(m.linkname) or resolved == ".." or resolved.startswith("../"):
+                reason = f"link to {m.linkname!r} leaves the target"
+        if reason is None and not (m.isfile() or m.isdir() or m.issym() or m.islnk()):
+            reason = "device or special file"
+        if reason:
+            raise UnsafeArchiveError(f"{archive}: refusing member {m.name!r} ({reason})")
+
+
+def safe_extract(archive: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """Extract a zip or tar archive into ``target``, which must not exist yet (or be empty).
+
+    Every member is checked before anything is written: absolute paths, ``..`` and escaping links
+    raise :class:`UnsafeArchiveError` naming the archive and the member. Extraction goes to a
+    temporary folder beside ``target`` that is renamed at the end, so a failure leaves nothing.
+    """
+    archive, target = Path(archive), Path(target)
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise ValueError(f"{target}: extraction target already exists and is not empty")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part"))
+    try:
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as zf:
+                _check_zip(zf, archive)
+                zf.extractall(tmp)
+        elif tarfile.is_tarfile(archive):
+            with tarfile.open(archive) as tf:
+                _check_tar(tf, archive)
+                # the "data" filter (Python >= 3.10.12) repeats these checks and drops odd modes
+                kwargs = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+                tf.extractall(tmp, **kwargs)
+        else:
+            raise DownloadError(f"{archive}: not a zip or tar archive (truncated download?)")
+        if target.exists():
+            target.rmdir()  # empty, checked above
+        os.replace(tmp, target)
+        return target
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as exc:
+        raise DownloadError(f"{archive}: cannot extract ({type(exc).__name__}: {exc})") from exc
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------- sources
+def local_candidates() -> list[Path]:
+    """Local data folders tried in ``auto`` mode: ``../shared/data/bccd`` beside the checkout."""
+    checkouts = [config.project_root(), Path(__file__).resolve().parents[2]]
+    found: list[Path] = []
+    for repo in checkouts:
+        cand = repo.parent / "shared" / "data" / "bccd"
+        if (repo / "pyproject.toml").is_file() and cand.is_dir() and cand not in found:
+            found.append(cand)
+    return found
+
+
+def _find_dir(base: Path, wanted: Callable[[Path], bool], max_depth: int = 4) -> Path | None:
+    """The shallowest folder under ``base`` (included) that ``wanted`` accepts; nesting varies."""
+    level = [base]
+    for _ in range(max_depth + 1):
+        for d in level:
+            if wanted(d):
+                return d
+        level = sorted(c for d in level for c in d.iterdir() if c.is_dir() and not c.name.startswith("."))
+    return None
+
+
+def _is_dataset_master(d: Path) -> bool:
+    return (d / "JPEGImages").is_dir() and (d / "labels.csv").is_file()
+
+
+def _is_bccd_repo(d: Path) -> bool:
+    return (d / "BCCD" / "Annotations").is_dir()
+
+
+def _is_dataset2(d: Path) -> bool:
+    return (d / "images" / "TRAIN").is_dir()
+
+
+def _record_source(cache: Path, subset: str, origin: str) -> None:
+    """Note in the cache where a part came from (provenance for the run record)."""
+    path = cache / SOURCES_FILE
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        record = {}
+    record[subset] = {"origin": origin,
+                      "fetched": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def _install(stage_root: Path, subset: str, cache: Path, strict_counts: bool, origin: str) -> None:
+    """Verify ``stage_root/subset`` and rename it to ``cache/subset``: the cache only holds verified parts."""
+    problems, _ = _subset_problems(stage_root, subset, strict_counts)
+    if problems:
+        raise DataLayoutError(f"{origin} gave a wrong {subset} layout:\n  " + "\n  ".join(problems))
+    dest = cache / subset
+    try:
+        os.replace(stage_root / subset, dest)
+    except OSError:
+        if not dest.is_dir():  # else another process installed it first: keep theirs
+            raise
+    _record_source(cache, subset, origin)
+    log.info("installed %s from %s into %s", subset, origin, dest)
+
+
+def _stage_copy(src: Path, subset: str, work: Path) -> Path:
+    stage = work / "stage"
+    shutil.copytree(src, stage / subset, ignore=shutil.ignore_patterns(".*"))
+    return stage
+
+
+def _from_kaggle(cache: Path, strict_counts: bool, handle: str = KAGGLE_HANDLE) -> None:
+    """dataset-master (and dataset2-master) from Kaggle, copied out of kagglehub's own cache."""
+    try:
+        import kagglehub  # lazy: slow to import, and only needed here
+        base = Path(kagglehub.dataset_download(handle))
+    except Exception as exc:  # no network, no package, API change: the caller falls through
+        raise DownloadError(f"kaggle {handle}: {type(exc).__name__}: {exc}") from exc
+    found = {"dataset-master": _find_dir(base, _is_dataset_master),
+             "dataset2-master": _find_dir(base, _is_dataset2)}
+    if found["dataset-master"] is None:
+        raise DataLayoutError(f"{base}: expected a folder holding labels.csv and JPEGImages/ in the "
+                              f"Kaggle download of {handle}, found {_listing(base)}")
+    for subset, src in found.items():
+        if src is None or (cache / subset).exists():
+            continue
+        try:
+            with tempfile.TemporaryDirectory(dir=cache, prefix=".tmp-") as work:
+                _install(_stage_copy(src, subset, Path(work)), subset, cache, strict_counts,
+                         f"kaggle:{handle}")
+        except DataLayoutError as exc:
+            if subset == "dataset-master":
+                raise
+            log.warning("optional %s from Kaggle skipped: %s", subset, exc)  # the study runs without it
+
+
+def _from_github(subset: str, url: str, cache: Path, strict_counts: bool, progress: bool) -> None:
+    """One GitHub archive: download, extract safely, normalise to the Kaggle layout, install."""
+    with tempfile.TemporaryDirectory(dir=cache, prefix=".tmp-") as work_name:
+        work = Path(work_name)
+        archive = download(url, work / f"{subset}.archive", progress=progress)
+        try:
+            extracted = safe_extract(archive, work / "x")
+        except DownloadError as exc:  # name the URL, not the temporary file
+            raise type(exc)(f"{url}: {exc}") from exc
+        archive.unlink()
+        if subset == "dataset-master":
+            src = _find_dir(extracted, _is_dataset_master)
+            what = "a folder holding labels.csv and JPEGImages/"
+        else:
+            src = _find_dir(extracted, _is_bccd_repo)
+            what = "a folder holding BCCD/Annotations/"
+        if src is None:
+            raise DataLayoutError(f"{url}: expected {what} in the archive, found {_listing(extracted)}")
+        stage = work / "stage" / subset
+        stage.parent.mkdir()
+        if subset == "BCCD_Dataset":  # keep the data and its licence, not the repo's scripts
+            stage.mkdir()
+            for name in ("BCCD", "LICENSE"):
+                if (src / name).exists():
+                    os.replace(src / name, stage / name)
+        else:
+            os.replace(src, stage)
+        _install(stage.parent, subset, cache, strict_counts, url)
+
+
+def read_sources(root: str | os.PathLike) -> dict:
+    """Where each part of a cached data root came from (empty for a user's own folder)."""
+    try:
+        return json.loads((Path(root) / SOURCES_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def find_data(data_dir: str | os.PathLike | None = None, *, source: str = "auto",
+              cache: str | os.PathLike | None = None, require_boxes: bool = False,
+              quiet: bool = False, strict_counts: bool = True,
+              urls: Mapping[str, str] | None = None, kaggle_handle: str = KAGGLE_HANDLE) -> Path:
+    """Return a verified data root, downloading into the cache only when nothing usable exists.
+
+    ``source`` is one of :data:`SOURCES`. A folder the user names (``data_dir`` or ``BLOODLIB_DATA``)
+    is used as it is or refused with :class:`DataLayoutError`, never replaced by a download. Kaggle and
+    GitHub downloads land in ``cache`` (default ``config.cache_dir()/"bccd"``); the WBC boxes come from
+    GitHub whichever source gives the images, since Kaggle lacks them. ``urls`` overrides
+    :data:`GITHUB_URLS` (tests point it at 127.0.0.1); ``strict_counts=False`` accepts any non-empty
+    folders (tiny synthetic archives).
+    """
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+    check = dict(require_boxes=require_boxes, strict_counts=strict_counts)
+    say = log.info if quiet else log.warning  # fall-through reasons
+    urls = {**GITHUB_URLS, **(urls or {})}
+
+    # 1. a folder the user named: use it as it is, or stop
+    if data_dir is not None and source not in ("auto", "local"):
+        raise ValueError(f"data_dir names a local folder; source={source!r} downloads: pass one of them")
+    named = data_dir
+    if named is None and source in ("auto", "local"):
+        named = os.environ.get(config.ENV_DATA) or None
+    if named is not None:
+        return _checked(Path(named).expanduser(), check, say, urls)
+
+    # 2. a local copy beside the checkout
+    if source in ("auto", "local"):
+        tried = []
+        for cand in local_candidates():
+            try:
+                return _checked(cand, check, say, urls)
+            except DataLayoutError as exc:
+                tried.append(str(exc))
+                say("local data %s not usable: %s", cand, exc)
+        if source == "local":
+            raise DataLayoutError(f"no local data folder: set {config.ENV_DATA} or pass data_dir"
+                                  + ("; tried:\n" + "\n".join(tried) if tried else ""))
+
+    # 3. the cache: a part that is there was verified on the way in, so return at once
+    cache = Path(cache).expanduser() if cache is not None else config.cache_dir() / "bccd"
+    ready = (cache / "dataset-master").is_dir() and (
+        not require_boxes or (cache / "BCCD_Dataset").is_dir())
+    if ready or source == "cache":
+        # a damaged cache says so instead of being overwritten
+        return _checked(cache, check, say, urls)
+
+    # 4./5. downloads into the cache, part by part
+    cache.mkdir(parents=True, exist_ok=True)
+    failures: list[str] = []
+    if not (cache / "dataset-master").is_dir() and source in ("auto", "kaggle"):
+        try:
+            _from_kaggle(cache, strict_counts, kaggle_handle)
+        except (DownloadError, DataLayoutError, OSError) as exc:
+            failures.append(str(exc))
+            if source == "kaggle":
+                raise DownloadError(f"could not get the data from Kaggle into {cache}: {exc}") from exc
+            say("Kaggle not usable, trying GitHub: %s", exc)
+    wanted = ["BCCD_Dataset"]
+    if source in ("auto", "github"):
+        wanted.insert(0, "dataset-master")
+    for subset in wanted:
+        if (cache / subset).is_dir():
+            continue
+        try:
+            _from_github(subset, urls[subset], cache, strict_counts, progress=not quiet)
+        except (DownloadError, DataLayoutError, OSError) as exc:
+            failures.append(str(exc))
+            say("GitHub copy of %s not usable: %s", subset, exc)
+
+    if not (cache / "dataset-master").is_dir() or (require_boxes and not (cache / "BCCD_Dataset").is_dir()):
+        raise DownloadError(f"could not assemble the data in {cache} (source={source!r}):\n  "
+                            + "\n  ".join(failures or ["nothing was tried"]))
+    return _checked(cache, check, say, urls)
+
+
+def _checked(root: Path, check: dict, say: Callable[..., None], urls: Mapping[str, str]) -> Path:
+    """Verify a data root, and say clearly when crop mode will lack its WBC boxes."""
+    if not verify_layout(root, **check)["boxes"]:
+        say("no WBC boxes (BCCD_Dataset/BCCD) in %s: crop mode needs them; "
+            "find_data(source='github', require_boxes=True) fetches them from %s",
+            root, urls["BCCD_Dataset"])
+    return root.resolve()
+
+
+# ------------------------------------------------------------------------------------------ manifest
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def data_manifest(root: str | os.PathLike,
+                  *, subsets: Iterable[str] = ("dataset-master", "BCCD_Dataset")) -> pd.DataFrame:
+    """Every file of the named parts of ``root``: path (posix, relative to root), bytes, sha256.
+
+    Absent parts are skipped (the manifest shows what there was); hidden files are ignored.
+    ``dataset2-master`` (12k files) is only hashed when named.
+    """
+    root = Path(root)
+    rows = []
+    for subset in subsets:
+        base = root / subset
+        if not base.is_dir():
+            log.info("manifest: %s has no %s, skipped", root, subset)
+            continue
+        for dirpath, dirnames, filenames in os.walk(base):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            for name in filenames:
+                if name.startswith("."):
+                    continue
+                path = Path(dirpath) / name
+                rows.append((path.relative_to(root).as_posix(), path.stat().st_size, _sha256(path)))
+    frame = pd.DataFrame(rows, columns=["path", "bytes", "sha256"]).astype({"bytes": "int64"})
+    return frame.sort_values("path", ignore_index=True)
+
+
+def manifest_checksum(manifest: pd.DataFrame) -> str:
+    """One id for the data a run used: sha256 over sorted ``"path bytes sha256"`` lines."""
+    digest = hashlib.sha256()
+    for path, size, sha in sorted(zip(manifest["path"], manifest["bytes"], manifest["sha256"])):
+        digest.update(f"{path} {int(size)} {sha}\n".encode())
+    return digest.hexdigest()
+
+
+def write_manifest(manifest: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write the manifest as CSV through a temporary name, so a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            manifest.to_csv(f, index=False, lineterminator="\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

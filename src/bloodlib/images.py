@@ -1,0 +1,156 @@
+"""Decoding, WBC crops and the decoded-image cache.
+
+A smear is decoded and resized once per (mode, size, margin) and kept as a uint8 array in
+``<cache>/images/``; later epochs and notebooks read the array, never the JPEGs.
+
+Crop rule (``mode="crop"``): the WBC boxes come from the BCCD_Dataset VOC annotations. One box: a square
+centred on it, its side the box's longer side times ``1 + 2 * margin``, moved inside the smear when it
+would cross an edge. Two or more boxes: the box nearest the smear's centre (the photographs centre the
+cell of interest), ties broken by the larger box. No box: the image is dropped by the cleaning
+(``no_wbc_box``), in both modes, so that crop and full runs see the same images and splits.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from tqdm.auto import tqdm
+
+BOXES_DIR = "BCCD_Dataset/BCCD/Annotations"
+FULL_ASPECT = 4 / 3  # full smears are 640x480: keep their shape, image_size is the short side
+CACHE_VERSION = 1  # bump when decoding or cropping changes, so that old caches are not reused
+
+
+def read_voc(path: Path) -> list[dict]:
+    """Every box of one Pascal-VOC file as dicts (name, xmin, ymin, xmax, ymax)."""
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as err:
+        raise ValueError(f"{path}: not a valid Pascal-VOC XML file ({err})") from err
+    boxes = []
+    for obj in root.iter("object"):
+        box = obj.find("bndbox")
+        if box is None:
+            continue
+        coords = {k: float(box.findtext(k, "nan")) for k in ("xmin", "ymin", "xmax", "ymax")}
+        if any(np.isnan(v) for v in coords.values()):
+            raise ValueError(f"{path}: a box of {obj.findtext('name')!r} lacks a coordinate")
+        boxes.append({"name": (obj.findtext("name") or "").strip(), **coords})
+    return boxes
+
+
+def wbc_boxes(root: Path) -> pd.DataFrame:
+    """The WBC boxes of BCCD_Dataset, one row per box, keyed by the dataset-master file they belong to."""
+    folder = Path(root) / BOXES_DIR
+    rows = []
+    for xml in sorted(folder.glob("*.xml")):
+        for box in read_voc(xml):
+            if box["name"].upper() == "WBC":
+                rows.append({"file": f"dataset-master/JPEGImages/{xml.stem}.jpg", **box})
+    frame = pd.DataFrame(rows, columns=["file", "name", "xmin", "ymin", "xmax", "ymax"])
+    frame["box_width"] = frame["xmax"] - frame["xmin"]
+    frame["box_height"] = frame["ymax"] - frame["ymin"]
+    return frame
+
+
+def has_boxes(root: Path) -> bool:
+    return (Path(root) / BOXES_DIR).is_dir()
+
+
+def choose_box(boxes: pd.DataFrame, width: int = 640, height: int = 480) -> tuple[float, float, float, float] | None:
+    """The WBC of interest among an image's boxes: nearest the centre, then the largest (module doc)."""
+    if len(boxes) == 0:
+        return None
+    cx = (boxes["xmin"] + boxes["xmax"]) / 2 - width / 2
+    cy = (boxes["ymin"] + boxes["ymax"]) / 2 - height / 2
+    order = pd.DataFrame({"distance": np.hypot(cx, cy).round(1),
+                          "area": -(boxes["box_width"] * boxes["box_height"])}, index=boxes.index)
+    best = boxes.loc[order.sort_values(["distance", "area"]).index[0]]
+    return float(best.xmin), float(best.ymin), float(best.xmax), float(best.ymax)
+
+
+def square_around(box: tuple[float, float, float, float], width: int, height: int, margin: float) -> tuple[int, int, int, int]:
+    """A square around ``box`` grown by ``margin`` on each side, moved (not padded) to stay in the image."""
+    xmin, ymin, xmax, ymax = box
+    side = min(max(xmax - xmin, ymax - ymin) * (1 + 2 * margin), width, height)
+    left = min(max((xmin + xmax - side) / 2, 0), width - side)
+    top = min(max((ymin + ymax - side) / 2, 0), height - side)
+    return int(round(left)), int(round(top)), int(round(left + side)), int(round(top + side))
+
+
+def decode(path: Path) -> Image.Image:
+    """An RGB image, fully decoded (a truncated JPEG fails here, not later)."""
+    with Image.open(path) as image:
+        image.load()
+        return image.convert("RGB")
+
+
+def target_size(mode: str, size: int) -> tuple[int, int]:
+    """(height, width) of a cached image."""
+    return (size, size) if mode == "crop" else (size, int(round(size * FULL_ASPECT)))
+
+
+def load_one(path: Path, mode: str, size: int, box=None, margin: float = 0.15) -> np.ndarray:
+    """One image as uint8 H x W x 3: the whole smear (``full``) or the square around its WBC (``crop``)."""
+    image = decode(path)
+    if mode == "crop":
+        if box is None:
+            raise ValueError(f"{path}: crop mode needs a WBC box and this image has none")
+        image = image.crop(square_around(box, image.width, image.height, margin))
+    height, width = target_size(mode, size)
+    return np.asarray(image.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=None))
+
+
+def cache_key(rows: pd.DataFrame, root: Path, mode: str, size: int, margin: float) -> str:
+    """Changes when any input of the decoded array changes: files (name, size, mtime), boxes, parameters."""
+    digest = hashlib.sha256(json.dumps([CACHE_VERSION, mode, size, margin]).encode())
+    for file, box in zip(rows["file"], rows["box"] if "box" in rows else [None] * len(rows)):
+        stat = (Path(root) / file).stat()
+        digest.update(f"{file}|{stat.st_size}|{stat.st_mtime_ns}|{box}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def load_cached(rows: pd.DataFrame, root: Path, mode: str, size: int, *, margin: float = 0.15,
+                cache: Path | None = None, progress: bool = True) -> np.ndarray:
+    """uint8 N x 3 x H x W for ``rows`` (columns ``file``, and ``box`` in crop mode), decoded at most once.
+
+    The array is saved as ``.npy`` under ``cache`` (written to a temporary name, then renamed) and read
+    back with ``allow_pickle=False``; a stale or unreadable cache is rebuilt, never trusted.
+    """
+    key = cache_key(rows, root, mode, size, margin)
+    path = Path(cache) / f"{mode}-{size}-{key}.npy" if cache else None
+    if path is not None and path.is_file():
+        try:
+            array = np.load(path, allow_pickle=False, mmap_mode=None)
+            if array.shape[0] == len(rows) and array.dtype == np.uint8:
+                return array
+        except (ValueError, OSError):
+            pass  # a half-written or foreign file: decode again
+    boxes = rows["box"] if mode == "crop" else [None] * len(rows)
+    height, width = target_size(mode, size)
+    array = np.empty((len(rows), 3, height, width), np.uint8)
+    for i, (file, box) in enumerate(tqdm(list(zip(rows["file"], boxes)), desc=f"decoding {mode} {size}px",
+                                         disable=not progress, leave=False)):
+        array[i] = load_one(Path(root) / file, mode, size, box, margin).transpose(2, 0, 1)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
+            np.save(tmp, array, allow_pickle=False)
+        os.replace(tmp.name, path)
+    return array
+
+
+def image_sizes(paths: list[Path]) -> pd.DataFrame:
+    """Width and height from the file headers (no decoding): the image-size statistics."""
+    rows = []
+    for path in paths:
+        with Image.open(path) as image:
+            rows.append({"file": str(path), "width": image.width, "height": image.height})
+    return pd.DataFrame(rows)
