@@ -237,8 +237,175 @@ plots.size_statistics(pd.concat([sizes, boxes[["box_width", "box_height"]].reset
 '''),
 ]
 
+TRAIN_PARAMS = COMMON_PARAMS + '''model_name = "{model}"  # any name of bloodlib.models.list_models()
+pretrained = "auto"  # "auto": ImageNet weights when they can be fetched, else from scratch (with a warning)
+epochs = None       # None: the profile's
+batch_size = None
+folds = None        # cross-validation folds (None: the profile's; 1: the fixed train/val/test split)
+repeats = None      # repetitions of the k-fold with other shuffles
+'''
+
+TRAIN_SETUP = SETUP.replace("mode=mode, image_size=image_size, seed=seed)",
+                            "mode=mode, image_size=image_size, seed=seed, epochs=epochs,\n"
+                            "                          batch_size=batch_size, folds=folds, repeats=repeats)")
+
+
+def training_notebook(number: str, title: str, model: str, about: str) -> list:
+    return [
+        ("md", f"""
+# {number} · {title}
+
+{about}
+
+Every model of the study goes through the same code: `bloodlib.models.create_model` builds it,
+`bloodlib.train.fit` trains it (AdamW with a one-cycle schedule, label smoothing, augmentation of the training
+batches only: flips, rotations, colour jitter; the rare classes repeated in the training split only), and early
+stopping keeps the epoch with the best validation macro-F1. The model is judged by stratified k-fold
+cross-validation: each cleaned image is tested once by a model that never saw it, and a validation part of
+the training folds (never the test fold) chooses the epoch.
+"""),
+        ("params", TRAIN_PARAMS.replace("{model}", model)),
+        ("code", TRAIN_SETUP),
+        ("code", '''
+from bloodlib import cleaning, experiment
+
+prepared = datasets.prepare(settings)
+data = prepared.data
+print(f"{len(data)} images, {len(data.classes)} classes, {settings.mode} mode at "
+      f"{data.image_size[0]}x{data.image_size[1]} px; device: {config.select_device()}")
+cleaning.summary(prepared.cleaning)
+'''),
+        ("md", """
+## Training
+
+One fit per split (fold and repeat). The table gives each split's sizes, the epoch early stopping kept and
+its validation macro-F1. ImageNet weights cannot always be fetched: the line below says whether this run
+started from them or from scratch.
+"""),
+        ("code", '''
+run = experiment.run_model(prepared, model_name, pretrained=pretrained)
+print("weights:", "ImageNet-pretrained" if run.evaluation.pretrained_source == "imagenet" else "trained from scratch")
+tables = experiment.statistics(run, n=settings.bootstrap, seed=settings.seed)
+tables["splits"].round(3)
+'''),
+        ("md", """
+## Loss and accuracy curves
+
+Train against validation for the first split (the other splits behave alike; their histories are in
+`history.csv`). The dashed line marks the epoch that was kept.
+"""),
+        ("code", '''
+first = run.history[run.history["split"] == run.splits[0].name]
+plots.training_curves(first, title=f"{model_name}: training curves ({run.splits[0].name})")
+'''),
+        ("md", """
+## Test statistics
+
+Each image's prediction comes from the model of the fold that held it out. Point estimates with 95%
+bootstrap confidence intervals (resampling the test images within each class); below, the metrics per fold
+with a t-interval over folds.
+"""),
+        ("code", '''
+display(tables["headline"].round(3))
+if "fold_summary" in tables:
+    display(tables["fold_summary"].round(3))
+tables["per_class"].round(3)
+'''),
+        ("code", '''
+plots.per_class_bars(tables["per_class"], title=f"{model_name}: precision, recall and F1 per class")
+'''),
+        ("md", """
+## Confusion matrix
+
+Counts and the same matrix normalised by row (the recall of each class on the diagonal).
+"""),
+        ("code", '''
+plots.confusion_matrix(tables["confusion"], tables["confusion_normalised"], title=f"{model_name}: confusion matrix")
+'''),
+        ("md", """
+## Grad-CAM: where the network looks
+
+Grad-CAM maps of the predicted class for held-out cells of each class (the first split's model). A model
+that learned the cell should light up the nucleus and granules, not the red cells around it.
+"""),
+        ("code", '''
+experiment.gradcam_figure(run, data, per_class=settings.gradcam_per_class, seed=settings.seed)
+'''),
+        ("md", """
+## The most confident mistakes
+
+The wrong predictions the model was surest of: label noise, ambiguous cells, or a systematic confusion.
+"""),
+        ("code", '''
+mistakes, figure = experiment.mistakes_figure(run, data, k=8)
+display(mistakes.round(3))
+figure
+'''),
+    ]
+
+
+NB07 = [
+    ("md", """
+# 07 · Comparison: which architecture, and how sure are we?
+
+The three training notebooks saved every test prediction. Here they are compared on the same images:
+accuracy, balanced accuracy and macro-F1 with 95% bootstrap intervals, the cost of each model (parameters,
+FLOPs, training time, inference throughput), and paired tests. McNemar's test asks whether two models err on
+different images more often than chance allows; with cross-validation a paired t-test over folds asks the
+same of the fold macro-F1. p-values are Holm-adjusted for the three pairs.
+"""),
+    ("params", COMMON_PARAMS),
+    ("code", SETUP),
+    ("code", '''
+from IPython.display import Markdown
+
+from bloodlib import comparison
+
+result = comparison.compare(settings.output_dir / "models", n=settings.bootstrap, seed=settings.seed)
+comparison.display_table(result)
+'''),
+    ("md", """
+## The metrics with their confidence intervals
+"""),
+    ("code", '''
+headline = plots.metrics_with_ci(result.table, ["accuracy", "balanced_accuracy", "macro_f1", "roc_auc"],
+                                 title="Test metrics per model, with 95% bootstrap intervals")
+comparison.save(result, settings.output_dir / "comparison", figure=headline)
+headline
+'''),
+    ("md", """
+## Paired tests
+
+`n01`: images only the first model got right; `n10`: only the second. The test looks at these alone.
+"""),
+    ("code", '''
+display(result.mcnemar.round(4))
+if result.fold_tests is not None:
+    display(result.fold_tests.round(4))
+'''),
+    ("md", """
+## Conclusion
+
+Written from the numbers above (`bloodlib.comparison.conclusion`), so it changes with them.
+"""),
+    ("code", '''
+Markdown(comparison.conclusion(result))
+'''),
+]
+
+
 NOTEBOOKS = {
     "01_acquisition.ipynb": NB01,
     "02_cleaning.ipynb": NB02,
     "03_exploration.ipynb": NB03,
+    "04_resnet.ipynb": training_notebook("04", "ResNet-18", "resnet18", """
+A residual network (He et al., 2016): 11 million parameters in four stages of 3x3 convolutions with
+skip connections. The workhorse baseline of image classification; here through `timm`."""),
+    "05_efficientnet.ipynb": training_notebook("05", "EfficientNet-B0", "efficientnet_b0", """
+EfficientNet-B0 (Tan and Le, 2019): 4 million parameters of mobile inverted bottlenecks with
+squeeze-and-excitation, scaled for accuracy per FLOP; through `timm`."""),
+    "06_alexnet.ipynb": training_notebook("06", "AlexNet", "alexnet", """
+AlexNet (Krizhevsky et al., 2012): five large convolutions and three dense layers, 57 million
+parameters, the network the seed study started from; through `torchvision` (timm has none)."""),
+    "07_comparison.ipynb": NB07,
 }

@@ -115,6 +115,7 @@ def clean(labels: pd.DataFrame, files: Iterable[str], *, unreadable: Iterable[st
     files, unreadable = set(files), set(unreadable)
     manifest = labels.copy()
     manifest["file"] = manifest["image_id"].map(image_file)
+    manifest["id"] = manifest["file"].map(lambda f: Path(f).stem)
     parsed = [parse_label(raw, source=f"{source}, image {i}") for i, raw in
               zip(manifest["image_id"], manifest["raw_label"])]
     manifest["label"] = [_clean_label(p, params.keep_same_class_doubles) for p in parsed]

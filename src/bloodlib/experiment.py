@@ -1,0 +1,216 @@
+"""The study's protocol for one model: which images train, select and test, and what is saved.
+
+With ``folds > 1`` (the default on BCCD) the model is judged by stratified k-fold cross-validation,
+repeated ``repeats`` times: every image is tested once per repeat by a model that never saw it, so the
+headline numbers and the paired tests between models rest on all cleaned images rather than on a test split
+of a few dozen. Inside each fold a stratified validation part of the training folds selects the epoch
+(early stopping); the held-out fold is touched once, after training. Datasets with a fixed test set
+(``kaggle-augmented``) use the manifest's train / val / test split instead ("holdout").
+"""
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.model_selection import StratifiedGroupKFold
+
+from . import config, evaluate, models, train
+from .datasets import ImageSet, Prepared
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """One training run: positions into the ImageSet."""
+    name: str  # "fold 1/5, repeat 1" or "holdout"
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+    fold: int = 0
+    repeat: int = 0
+
+
+@dataclasses.dataclass
+class ModelRun:
+    """Everything one training notebook shows: histories, predictions, the first split's model."""
+    model_name: str
+    protocol: str
+    splits: list[Split]
+    fits: list[train.FitResult]
+    evaluation: evaluate.Evaluation
+    history: pd.DataFrame  # every split's history, with columns split, fold, repeat
+    model: torch.nn.Module  # the first split's best model (Grad-CAM, predict)
+    out_dir: Path
+    extra_evaluations: dict[str, evaluate.Evaluation] = dataclasses.field(default_factory=dict)
+
+
+def protocol(data: ImageSet, folds: int) -> str:
+    """"cv" where every image can be tested once, "holdout" where the dataset fixes its own test set."""
+    if folds > 1 and not set(data.rows["split"]) - {"train", "val", "test"} and not data.rows.attrs.get("fixed_test"):
+        return "cv"
+    return "holdout"
+
+
+def plan(data: ImageSet, *, folds: int, repeats: int = 1, seed: int = 42, val_fraction: float = 0.15) -> list[Split]:
+    """The splits a model is trained on; groups (copies of one source image) never straddle a boundary."""
+    if protocol(data, folds) == "holdout":
+        return [Split("holdout", data.indices("train"), data.indices("val"), data.indices("test"))]
+    labels, groups = data.labels.numpy(), data.rows["group"].to_numpy()
+    splits = []
+    for repeat in range(repeats):
+        outer = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed + repeat)
+        for fold, (rest, test) in enumerate(outer.split(labels, labels, groups)):
+            train_pos, val_pos = _validation_part(rest, labels, groups, val_fraction, seed + 1000 * repeat + fold)
+            splits.append(Split(f"fold {fold + 1}/{folds}, repeat {repeat + 1}", train_pos, val_pos, test, fold, repeat))
+    return splits
+
+
+def _validation_part(positions: np.ndarray, labels: np.ndarray, groups: np.ndarray, fraction: float,
+                     seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A stratified, grouped ``fraction`` of ``positions`` for early stopping; the rest trains."""
+    inner = StratifiedGroupKFold(n_splits=max(2, round(1 / fraction)), shuffle=True, random_state=seed)
+    train_part, val_part = next(inner.split(positions, labels[positions], groups[positions]))
+    return positions[train_part], positions[val_part]
+
+
+def run_model(prepared: Prepared, model_name: str, *, pretrained: bool | str = "auto",
+              out_dir: str | Path | None = None, progress: bool = True, resume: bool = False,
+              **train_overrides) -> ModelRun:
+    """Train and test ``model_name`` on every split of :func:`plan`; save predictions, metrics, histories.
+
+    Writes ``out_dir/`` (default ``output_dir/models/<model_name>``): ``metrics.json`` and
+    ``predictions.csv`` (every test prediction), ``history.csv``, ``split-*/best.pt`` and ``best.pt`` (the
+    first split's model, for ``python -m bloodlib predict``). With ``resume`` an interrupted run continues where it stopped.
+    """
+    settings, data = prepared.settings, prepared.data
+    out_dir = Path(out_dir or settings.output_dir / "models" / model_name)
+    cfg = train.TrainConfig.from_settings(settings, **train_overrides)
+    splits = plan(data, folds=settings.folds, repeats=settings.repeats, seed=settings.seed)
+    fits, probs, histories, first_model = [], [], [], None
+    for i, split in enumerate(splits):
+        config.seed_everything(settings.seed + i)  # the initial weights of each split, repeatable
+        model = models.create_model(model_name, num_classes=len(data.classes), pretrained=pretrained)
+        split_dir = out_dir / f"split-{i + 1:02d}"
+        metadata = dict(mode=settings.mode, dataset=settings.dataset, split=split.name, fold=split.fold,
+                        repeat=split.repeat)
+        fit = train.fit(model, data, split.train, split.val, dataclasses.replace(cfg, seed=settings.seed + i),
+                        out_dir=split_dir, metadata=metadata, resume=resume, progress=progress)
+        probs.append(train.predict_proba(model, data.images[torch.as_tensor(split.test)]))
+        histories.append(fit.history.assign(split=split.name, fold=split.fold, repeat=split.repeat))
+        fits.append(fit)
+        if first_model is None:
+            first_model = model
+        if progress:
+            print(f"{split.name}: best epoch {fit.best_epoch}, validation macro-F1 {fit.best_val['macro_f1']:.3f}, "
+                  f"{fit.train_seconds:.0f} s")
+    shutil.copyfile(out_dir / "split-01" / train.BEST, out_dir / train.BEST)
+    history = pd.concat(histories, ignore_index=True)
+    history.to_csv(out_dir / "history.csv", index=False)
+    test = np.concatenate([s.test for s in splits])
+    cv = protocol(data, settings.folds) == "cv"
+    evaluation = evaluate.Evaluation(
+        model=model_name, classes=data.classes, y_true=data.labels.numpy()[test], y_prob=np.concatenate(probs),
+        ids=data.rows["id"].to_numpy()[test],
+        fold=np.concatenate([np.full(len(s.test), s.fold) for s in splits]) if cv else None,
+        repeat=np.concatenate([np.full(len(s.test), s.repeat) for s in splits]) if cv else None,
+        train_seconds=float(sum(f.train_seconds for f in fits)),
+        params=models.count_parameters(first_model),
+        flops=float(models.count_flops(first_model, data.image_size)),
+        throughput=inference_throughput(first_model, data),
+        pretrained_source=getattr(first_model, "pretrained_source", "scratch"),
+        extra=dict(protocol=protocol(data, settings.folds), splits=len(splits), dataset=settings.dataset,
+                   mode=settings.mode, image_size=list(data.image_size), epochs=cfg.epochs,
+                   batch_size=cfg.batch_size, device=fits[0].device, precision=fits[0].precision,
+                   best_epochs=[f.best_epoch for f in fits],
+                   train_images_per_second=float(np.mean([f.images_per_second for f in fits]))))
+    evaluate.save_evaluation(evaluation, out_dir, n=settings.bootstrap, seed=settings.seed)
+    extra = extra_test_sets(first_model, data, evaluation, settings)
+    return ModelRun(model_name, protocol(data, settings.folds), splits, fits, evaluation, history, first_model,
+                    out_dir, extra)
+
+
+def extra_test_sets(model: torch.nn.Module, data: ImageSet, main: evaluate.Evaluation,
+                    settings: config.Settings) -> dict[str, evaluate.Evaluation]:
+    """Splits beyond train/val/test (TEST_SIMPLE of kaggle-augmented), reported separately under
+    ``output_dir/extra/<split>/<model>``, so that the comparison of the main test set is not mixed with them."""
+    result = {}
+    for split in sorted(set(data.rows["split"]) - {"train", "val", "test", ""}):
+        idx = data.indices(split)
+        ev = dataclasses.replace(main, y_true=data.labels.numpy()[idx], ids=data.rows["id"].to_numpy()[idx],
+                                 y_prob=train.predict_proba(model, data.images[torch.as_tensor(idx)]),
+                                 fold=None, repeat=None)
+        evaluate.save_evaluation(ev, settings.output_dir / "extra" / split / main.model, n=settings.bootstrap,
+                                 seed=settings.seed)
+        result[split] = ev
+    return result
+
+
+def inference_throughput(model: torch.nn.Module, data: ImageSet, batch_size: int = 64, batches: int = 3) -> float:
+    """Images per second of :func:`train.predict_proba` on the run's device, after one warm-up batch."""
+    images = data.images[:batch_size]
+    train.predict_proba(model, images)
+    start = time.perf_counter()
+    for _ in range(batches):
+        train.predict_proba(model, images)
+    return batches * len(images) / (time.perf_counter() - start)
+
+
+def test_predictions(run: ModelRun, data: ImageSet) -> tuple[np.ndarray, np.ndarray]:
+    """(positions, probabilities) of the first repeat's test predictions: each image once."""
+    first = run.evaluation.first_repeat()
+    id_to_pos = pd.Series(np.arange(len(data)), index=data.rows["id"].to_numpy())
+    return id_to_pos[run.evaluation.ids[first]].to_numpy(), run.evaluation.y_prob[first]
+
+
+# ----------------------------------------------------------------------------------- notebook summaries
+def statistics(run: ModelRun, *, n: int = 2000, seed: int = 0) -> dict[str, pd.DataFrame]:
+    """The tables of a training notebook: headline metrics with bootstrap CIs, per class, per fold."""
+    ev = run.evaluation
+    first = ev.first_repeat()
+    y_true, y_prob = ev.y_true[first], ev.y_prob[first]
+    tables = {
+        "headline": evaluate.bootstrap_ci(y_true, y_prob, ev.classes, n=n, seed=seed),
+        "per_class": evaluate.per_class_table(y_true, y_prob, ev.classes),
+    }
+    tables["confusion"], tables["confusion_normalised"] = evaluate.confusion_tables(y_true, y_prob, ev.classes)
+    if ev.fold is not None:
+        tables["per_fold"] = evaluate.fold_metrics(ev)
+        tables["fold_summary"] = evaluate.fold_summary(tables["per_fold"])
+    tables["splits"] = pd.DataFrame([{"split": s.name, "train": len(s.train), "validation": len(s.val),
+                                      "test": len(s.test), "best epoch": f.best_epoch,
+                                      "validation macro-F1": f.best_val["macro_f1"],
+                                      "seconds": f.train_seconds} for s, f in zip(run.splits, run.fits)])
+    return tables
+
+
+def gradcam_figure(run: ModelRun, data: ImageSet, *, per_class: int = 2, seed: int = 0):
+    """Grad-CAM of the first split's model on test images of that split (never seen in training)."""
+    from . import explain
+
+    test = run.splits[0].test
+    chosen = test[explain.samples_per_class(data.labels.numpy()[test], per_class, seed)]
+    norm = run.model.normalization
+    return explain.gradcam_figure(run.model, data.images[torch.as_tensor(chosen)], data.labels.numpy()[chosen],
+                                  data.classes, normalize=(norm["mean"], norm["std"]),
+                                  title=f"Grad-CAM, {run.model_name}: true / predicted (p), held-out images")
+
+
+def mistakes_figure(run: ModelRun, data: ImageSet, k: int = 8):
+    """The test images the model got wrong with the highest confidence, and what it said."""
+    from . import plots
+
+    ev = run.evaluation
+    first = ev.first_repeat()
+    table = evaluate.most_confident_mistakes(ev.y_true[first], ev.y_prob[first], ev.ids[first], ev.classes, k=k)
+    if table.empty:
+        return table, None
+    by_id = pd.Series(np.arange(len(data)), index=data.rows["id"].to_numpy())
+    positions = np.array(by_id[table["id"].astype(str)].to_numpy())
+    titles = [f"{row.true} /\n{row.predicted} ({row.confidence:.2f})" for row in table.itertuples()]
+    figure = plots.image_grid(data.images[torch.as_tensor(positions)], titles,
+                              title=f"Most confident mistakes, {run.model_name}: true / predicted (p)")
+    return table, figure

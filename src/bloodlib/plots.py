@@ -1,0 +1,275 @@
+"""Every figure of the study, in one style.
+
+Each function takes plain tables/arrays, returns the matplotlib Figure (the notebook shows it; the caller
+may save it) and never calls ``plt.show()``. Call :func:`set_style` once at the top of a notebook.
+"""
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+
+CHANNELS = ("red", "green", "blue")
+DPI = 90  # inline PNGs: sharp enough to read, small enough to keep the HTML report light
+
+
+def set_style() -> None:
+    """Seaborn's white-grid theme, readable fonts and a moderate DPI for every later figure."""
+    sns.set_theme(context="notebook", style="whitegrid", palette="colorblind", font_scale=0.95)
+    plt.rcParams.update({"figure.dpi": DPI, "savefig.dpi": DPI, "savefig.bbox": "tight",
+                         "axes.titleweight": "bold", "figure.titleweight": "bold", "figure.titlesize": "large"})
+    _show_figures_as_png()
+
+
+def _show_figures_as_png() -> None:
+    """In a notebook, display a returned Figure as an embedded PNG whatever the matplotlib backend
+    (papermill, nbmake and JupyterLab differ), so every figure lands in the executed notebook and the report."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is None:
+        return
+
+    def png(fig: Figure) -> bytes:
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
+        return buffer.getvalue()
+
+    shell.display_formatter.formatters["image/png"].for_type(Figure, png)
+
+
+def _subplots(*args, figsize=None, **kwargs):
+    """A figure outside pyplot's registry: a notebook shows the returned figure once, and none leaks."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*args, **kwargs)
+
+
+def _hwc(images) -> np.ndarray:
+    """uint8 images as a numpy N x H x W x 3 array, from N x 3 x H x W (torch or numpy) or N x H x W x 3."""
+    array = images.detach().cpu().numpy() if hasattr(images, "detach") else np.asarray(images)
+    if array.ndim != 4:
+        raise ValueError(f"expected a batch of images N x 3 x H x W or N x H x W x 3, got shape {array.shape}")
+    if array.shape[1] == 3 and array.shape[-1] != 3:
+        array = array.transpose(0, 2, 3, 1)
+    if array.shape[-1] != 3:
+        raise ValueError(f"expected 3 colour channels, got shape {array.shape}")
+    return array
+
+
+def _labels(labels) -> np.ndarray:
+    return labels.detach().cpu().numpy() if hasattr(labels, "detach") else np.asarray(labels)
+
+
+def _grid(n: int, ncols: int, size: float = 1.8, **kwargs) -> tuple[Figure, np.ndarray]:
+    nrows = max(1, int(np.ceil(n / ncols)))
+    fig, axes = _subplots(nrows, ncols, figsize=(size * ncols, (size + 0.5) * nrows + 0.5), squeeze=False, **kwargs)
+    for ax in axes.flat:
+        ax.axis("off")
+    return fig, axes
+
+
+# ------------------------------------------------------------------------------------------------ data
+def class_distribution(before: pd.Series, after: pd.Series, *, title: str = "Images per class before and after cleaning"
+                       ) -> Figure:
+    """Grouped bars: images per class in the raw labels and after cleaning (counts on the bars)."""
+    order = before.index.union(after.index, sort=False)  # the caller's class order, not alphabetical
+    table = pd.DataFrame({"before cleaning": before.reindex(order), "after cleaning": after.reindex(order)}).fillna(0)
+    long = table.rename_axis("class").reset_index().melt(id_vars="class", var_name="stage", value_name="images")
+    fig, ax = _subplots(figsize=(max(6, 1.3 * len(table)), 4))
+    sns.barplot(long, x="class", y="images", hue="stage", ax=ax)
+    for bars in ax.containers:
+        ax.bar_label(bars, fmt="%d", fontsize="small")
+    ax.set(title=title, xlabel="class", ylabel="images")
+    ax.legend(title=None)
+    fig.tight_layout()
+    return fig
+
+
+def cleaning_steps(table: pd.DataFrame, *, title: str = "Images per class after each cleaning step") -> Figure:
+    """Heatmap of the cleaning table (rows: steps in order, columns: classes), counts written in the cells."""
+    fig, ax = _subplots(figsize=(1.3 * table.shape[1] + 3, 0.5 * table.shape[0] + 1.5))
+    sns.heatmap(table.astype(float), annot=True, fmt=".0f", cmap="Blues", cbar=False, linewidths=0.5, ax=ax)
+    ax.set(title=title, xlabel="class", ylabel="cleaning step")
+    fig.tight_layout()
+    return fig
+
+
+def sample_grid(images, labels, classes: Sequence[str], per_class: int = 6, seed: int = 0, *,
+                title: str = "Sample images per class") -> Figure:
+    """A row of ``per_class`` randomly chosen (seeded) images for each class."""
+    array, labels = _hwc(images), _labels(labels)
+    rng = np.random.default_rng(seed)
+    fig, axes = _subplots(len(classes), per_class, figsize=(1.6 * per_class + 1, 1.6 * len(classes) + 0.5),
+                             squeeze=False)
+    for row, name in enumerate(classes):
+        members = np.flatnonzero(labels == row)
+        chosen = rng.choice(members, size=min(per_class, len(members)), replace=False) if len(members) else []
+        for col, ax in enumerate(axes[row]):
+            ax.set_xticks([]), ax.set_yticks([])
+            ax.grid(False)
+            if col < len(chosen):
+                ax.imshow(array[chosen[col]])
+            else:
+                ax.set_frame_on(False)
+        axes[row, 0].set_ylabel(f"{name}\n(n={len(members)})", rotation=0, ha="right", va="center")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def average_images(images, labels, classes: Sequence[str], *, title: str = "Average image per class") -> Figure:
+    """The pixel-wise mean image of each class: what a 'typical' cell of the class looks like."""
+    array, labels = _hwc(images), _labels(labels)
+    fig, axes = _subplots(1, len(classes), figsize=(2.6 * len(classes), 3.0), squeeze=False)
+    for k, (name, ax) in enumerate(zip(classes, axes[0])):
+        members = labels == k
+        ax.axis("off")
+        ax.set_title(f"{name} (n={members.sum()})", fontsize="medium")
+        if members.any():
+            ax.imshow(array[members].mean(axis=0, dtype=np.float64).round().astype(np.uint8))
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def channel_histograms(images, labels, classes: Sequence[str], *, bins: int = 64,
+                       title: str = "Pixel-intensity distribution per channel and class") -> Figure:
+    """One panel per colour channel, one density line per class (histograms of all pixels, normalised)."""
+    array, labels = _hwc(images), _labels(labels)
+    edges = np.linspace(0, 256, bins + 1)
+    centres = (edges[:-1] + edges[1:]) / 2
+    palette = sns.color_palette(n_colors=len(classes))
+    fig, axes = _subplots(1, 3, figsize=(13, 3.6), sharey=True)
+    for c, (channel, ax) in enumerate(zip(CHANNELS, axes)):
+        for k, name in enumerate(classes):
+            pixels = array[labels == k, ..., c]
+            if pixels.size:
+                counts = np.bincount(pixels.ravel().astype(np.int64) * bins // 256, minlength=bins)
+                ax.plot(centres, counts / counts.sum() / (256 / bins), color=palette[k], label=name)
+        ax.set(title=f"{channel} channel", xlabel="pixel intensity (0-255)", xlim=(0, 255))
+    axes[0].set_ylabel("density")
+    axes[-1].legend(title="class", fontsize="small")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def size_statistics(df: pd.DataFrame, *, title: str = "Image and WBC box sizes") -> Figure:
+    """Image sizes (scatter, point area = count), WBC box width/height histograms and box width vs height.
+
+    ``df`` columns: width, height (images); box_width, box_height (WBC boxes; NaN where an image has none);
+    an optional ``label`` column colours the boxes by class.
+    """
+    fig, axes = _subplots(1, 3, figsize=(14, 4))
+    sizes = df[["width", "height"]].dropna().value_counts().rename("images").reset_index()
+    axes[0].scatter(sizes["width"], sizes["height"], s=20 + 200 * sizes["images"] / sizes["images"].max())
+    for _, row in sizes.iterrows():
+        axes[0].annotate(f"{int(row['images'])}", (row["width"], row["height"]), textcoords="offset points",
+                         xytext=(6, 6), fontsize="small")
+    axes[0].set(title="image size (count per size)", xlabel="width (px)", ylabel="height (px)")
+    boxes = df.dropna(subset=["box_width", "box_height"])
+    long = boxes.melt(value_vars=["box_width", "box_height"], var_name="side", value_name="pixels")
+    sns.histplot(long, x="pixels", hue="side", element="step", ax=axes[1])
+    axes[1].set(title="WBC box sides", xlabel="side length (px)", ylabel="boxes")
+    sns.scatterplot(boxes, x="box_width", y="box_height", hue="label" if "label" in boxes else None,
+                    alpha=0.7, ax=axes[2])
+    axes[2].set(title="WBC box width vs height", xlabel="box width (px)", ylabel="box height (px)")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+# ------------------------------------------------------------------------------------ training / eval
+def training_curves(history: pd.DataFrame, *, title: str = "Training curves") -> Figure:
+    """Loss, accuracy and macro-F1 per epoch, train vs validation; the best validation macro-F1 is marked."""
+    panels = [("loss", "loss"), ("accuracy", "accuracy"), ("macro_f1", "macro-F1")]
+    fig, axes = _subplots(1, 3, figsize=(14, 3.8))
+    has_val = "val_macro_f1" in history and history["val_macro_f1"].notna().any()
+    best = history.loc[history["val_macro_f1"].idxmax(), "epoch"] if has_val else None
+    for ax, (key, name) in zip(axes, panels):
+        for split in ("train", "val"):
+            column = f"{split}_{key}"
+            if column in history:
+                ax.plot(history["epoch"], history[column], marker="o", markersize=3,
+                        label="train" if split == "train" else "validation")
+        if best is not None:
+            ax.axvline(best, color="grey", linestyle="--", linewidth=1, label=f"best epoch ({best})")
+        ax.set(title=name, xlabel="epoch", ylabel=name)
+        ax.legend(fontsize="small")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def confusion_matrix(counts: pd.DataFrame, normalised: pd.DataFrame, *, title: str = "Confusion matrix") -> Figure:
+    """Counts and row-normalised (recall per true class) heatmaps side by side."""
+    fig, axes = _subplots(1, 2, figsize=(2.2 * len(counts) + 5, 0.9 * len(counts) + 2.2))
+    sns.heatmap(counts, annot=True, fmt="d", cmap="Blues", cbar=False, square=True, ax=axes[0])
+    sns.heatmap(normalised, annot=True, fmt=".2f", cmap="Blues", vmin=0, vmax=1, cbar=False, square=True, ax=axes[1])
+    for ax, name in zip(axes, ("counts", "normalised by true class")):
+        ax.set(title=name, xlabel="predicted class", ylabel="true class")
+        ax.tick_params(axis="x", labelrotation=30)
+        ax.tick_params(axis="y", labelrotation=0)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def per_class_bars(table: pd.DataFrame, *, title: str = "Per-class precision, recall and F1") -> Figure:
+    """Grouped bars of precision/recall/F1 per class, the support written under each class name."""
+    columns = [c for c in ("precision", "recall", "f1", "auc") if c in table]
+    names = [f"{c}\n(n={int(n)})" for c, n in zip(table.index, table["support"])] if "support" in table \
+        else list(table.index)
+    long = table[columns].set_axis(names).rename_axis("class").reset_index().melt(
+        id_vars="class", var_name="metric", value_name="score")
+    fig, ax = _subplots(figsize=(max(6, 1.8 * len(table)), 4))
+    sns.barplot(long, x="class", y="score", hue="metric", ax=ax)
+    ax.set(title=title, xlabel="class", ylabel="score", ylim=(0, 1.05))
+    ax.legend(title=None, fontsize="small", loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def metrics_with_ci(table: pd.DataFrame, metrics: Sequence[str] | None = None, *,
+                    title: str = "Test metrics with 95% bootstrap intervals") -> Figure:
+    """Point estimate and CI error bar per metric, one colour per model.
+
+    ``table``: one row per model (index), columns ``m``, ``m_low``, ``m_high`` per metric (as
+    :func:`bloodlib.evaluate.comparison_table` returns).
+    """
+    metrics = list(metrics or [c for c in table.columns if f"{c}_low" in table and f"{c}_high" in table])
+    fig, ax = _subplots(figsize=(max(6, 1.6 * len(metrics) + 0.4 * len(table)), 4))
+    palette = sns.color_palette(n_colors=len(table))
+    width = 0.8 / max(1, len(table))
+    x = np.arange(len(metrics))
+    for i, (model, row) in enumerate(table.iterrows()):
+        value = row[metrics].to_numpy(float)
+        low = row[[f"{m}_low" for m in metrics]].to_numpy(float)
+        high = row[[f"{m}_high" for m in metrics]].to_numpy(float)
+        ax.errorbar(x - 0.4 + width * (i + 0.5), value, yerr=[value - low, high - value], fmt="o", capsize=4,
+                    color=palette[i], label=str(model))
+    ax.set_xticks(x, [m.replace("_", " ") for m in metrics])
+    ax.set(title=title, xlabel="metric", ylabel="score")
+    ax.legend(title="model", fontsize="small", bbox_to_anchor=(1.01, 1), loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def image_grid(images, titles: Sequence[str] | None = None, *, ncols: int = 4, title: str = "Images") -> Figure:
+    """Images (N x 3 x H x W or N x H x W x 3 uint8) in a grid, each with its own small title."""
+    array = _hwc(images)
+    fig, axes = _grid(len(array), min(ncols, max(1, len(array))), size=2.2)
+    for i, ax in enumerate(axes.flat[:len(array)]):
+        ax.imshow(array[i])
+        if titles is not None:
+            ax.set_title(titles[i], fontsize="small", fontweight="normal")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

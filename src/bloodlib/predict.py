@@ -1,0 +1,125 @@
+"""Classify users' images with a trained checkpoint: ``bloodlib predict IMAGE... --checkpoint best.pt``.
+
+A user's image is converted the way the training cache converted the smears (see :mod:`bloodlib.images`):
+RGB (grayscale, palette and transparent images too; transparency over white), then
+
+- ``full`` checkpoints: the whole image resized to the checkpoint's (H, W), bilinear with antialiasing;
+- ``crop`` checkpoints: the training crops were centred on the white cell's box, and a user's image has
+  no box, so the centred square of the image is resized to (H, W): centre the cell before predicting.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .train import CheckpointError, load_model, predict_proba
+
+CHUNK = 64  # images decoded and classified at a time
+
+
+def load_image(path: str | os.PathLike, image_size: tuple[int, int], mode: str) -> torch.Tensor:
+    """One image file as a uint8 3 x H x W tensor, converted like the training cache (see module doc)."""
+    with Image.open(path) as image:
+        image = ImageOps.exif_transpose(image)  # phone pictures: stored sideways, shown upright
+        image = _to_rgb(image)
+    if mode == "crop":
+        side = min(image.size)
+        left, top = (image.width - side) // 2, (image.height - side) // 2
+        image = image.crop((left, top, left + side, top + side))
+    h, w = image_size
+    image = image.resize((w, h), Image.Resampling.BILINEAR)  # PIL antialiases when shrinking
+    return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """RGB; an image with transparency is laid over white (a smear's background is light)."""
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        background = Image.new("RGB", image.size, "white")
+        background.paste(image.convert("RGBA"), mask=image.convert("RGBA").getchannel("A"))
+        return background
+    return image.convert("RGB")
+
+
+def predict_files(paths: list[str | os.PathLike], model: torch.nn.Module, *, mode: str | None = None,
+                  device: torch.device | str | None = None) -> list[dict]:
+    """One result per path, in order: ``{"file", "class", "probabilities"}`` or ``{"file", "error"}``."""
+    metadata = model.checkpoint_metadata
+    image_size, mode = tuple(metadata["image_size"]), mode or metadata.get("mode", "full")
+    classes = metadata["classes"]
+    results = []
+    for start in range(0, len(paths), CHUNK):
+        images, done = [], []
+        for path in paths[start:start + CHUNK]:
+            result = {"file": str(path)}
+            results.append(result)
+            try:
+                images.append(load_image(path, image_size, mode))
+                done.append(result)
+            except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as error:
+                result["error"] = _describe(path, error)
+        if images:
+            probabilities = predict_proba(model, torch.stack(images), device=device)
+            for result, p in zip(done, probabilities):
+                result["class"] = classes[int(p.argmax())]
+                result["probabilities"] = {c: round(float(v), 4) for c, v in zip(classes, p)}
+    return results
+
+
+def _describe(path, error: Exception) -> str:
+    if isinstance(error, UnidentifiedImageError):
+        return f"{path}: not an image (or a format Pillow cannot read)"
+    if isinstance(error, FileNotFoundError):
+        return f"{path}: no such file"
+    return f"{path}: cannot be read as an image: {error}"
+
+
+# -------------------------------------------------------------------------------------- command line
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = ("Print the white-blood-cell class and the class probabilities of each image. "
+                          "Images are converted to RGB and resized the way the checkpoint's training images "
+                          "were. 'crop' checkpoints were trained on crops centred on the white cell; a user's "
+                          "image has no cell box, so its centred square is used: centre the cell first.")
+    parser.add_argument("images", nargs="+", type=Path, help="image files (JPEG, PNG, ...)")
+    parser.add_argument("--checkpoint", "-c", required=True, type=Path, help="best.pt written by training")
+    parser.add_argument("--mode", choices=("full", "crop"),
+                        help="how images are framed: the checkpoint's own mode (the default) is the only one "
+                             "it can use; a different one is refused")
+    parser.add_argument("--json", action="store_true", help="print one JSON list instead of text lines")
+    parser.add_argument("--device", help="cpu, cuda, mps (default: the fastest available)")
+
+
+def main(args: argparse.Namespace) -> int:
+    """Classify ``args.images``; exit code 0, 1 if any image failed, 2 if the checkpoint is unusable."""
+    try:
+        model = load_model(args.checkpoint)
+    except (CheckpointError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    trained_mode = model.checkpoint_metadata.get("mode", "full")
+    if args.mode and args.mode != trained_mode:
+        print(f"error: {args.checkpoint} was trained on {trained_mode!r} images; --mode {args.mode} would feed "
+              f"it something else", file=sys.stderr)
+        return 2
+    from .config import select_device
+
+    device = select_device(args.device)
+    results = predict_files(args.images, model.to(device), mode=trained_mode, device=device)
+    for result in results:
+        if "error" in result:
+            print(f"error: {result['error']}", file=sys.stderr)
+        elif not args.json:
+            probabilities = "  ".join(f"{c}={p:.3f}" for c, p in result["probabilities"].items())
+            print(f"{result['file']}: {result['class']}  ({probabilities})")
+    if args.json:
+        print(json.dumps(results, indent=2))
+    return 1 if any("error" in r for r in results) else 0

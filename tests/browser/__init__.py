@@ -1,0 +1,1 @@
+"""Helpers for the runner, report and browser tests: a tiny synthetic study of numbered notebooks."""

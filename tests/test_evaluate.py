@@ -1,0 +1,266 @@
+"""Metrics against numbers worked out by hand, the bootstrap against sklearn, tests against scipy, files round-trip."""
+import json
+import math
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+from sklearn.metrics import f1_score, roc_auc_score
+
+from bloodlib import evaluate as E
+
+CLASSES = ["A", "B", "C"]
+# Ten images, three classes. Rows: true class, predicted class (argmax), probabilities (A, B, C).
+#   0 A->A .8 .1 .1 | 1 A->A .7 .2 .1 | 2 A->A .6 .3 .1 | 3 A->B .3 .6 .1 | 4 B->B .1 .8 .1
+#   5 B->B .2 .7 .1 | 6 B->A .5 .4 .1 | 7 C->C .1 .1 .8 | 8 C->C .2 .2 .6 | 9 C->B .0 .55 .45
+Y = np.array([0, 0, 0, 0, 1, 1, 1, 2, 2, 2])
+P = np.array([[.8, .1, .1], [.7, .2, .1], [.6, .3, .1], [.3, .6, .1], [.1, .8, .1],
+              [.2, .7, .1], [.5, .4, .1], [.1, .1, .8], [.2, .2, .6], [.0, .55, .45]])
+# Confusion (rows true, columns predicted):  A: 3 1 0 | B: 1 2 0 | C: 0 1 2
+COUNTS = [[3, 1, 0], [1, 2, 0], [0, 1, 2]]
+# accuracy 7/10; recall A 3/4, B 2/3, C 2/3 -> balanced accuracy (27 + 24 + 24) / 36 / 3 = 25/36
+# precision A 3/4, B 2/4, C 2/2; F1 A 3/4, B 2*(1/2)(2/3)/(7/6) = 4/7, C 2*(2/3)/(5/3) = 4/5 -> macro 99/140
+# AUC (pairs won / pairs): A: positives .8 .7 .6 beat all 6 negatives, .3 loses to .5 -> 23/24
+#                          B: .8 .7 beat all 7 negatives, .4 loses to .6 and .55 -> 19/21;  C: 21/21
+HAND = {"accuracy": 0.7, "balanced_accuracy": 25 / 36, "macro_f1": 99 / 140,
+        "roc_auc": (23 / 24 + 19 / 21 + 1) / 3}
+
+
+def test_metrics_match_hand_computed_values():
+    got = E.metrics(Y, P, CLASSES)
+    assert got == pytest.approx(HAND)
+    # and sklearn's own multi-class AUC agrees with the per-class mean
+    assert got["roc_auc"] == pytest.approx(roc_auc_score(Y, P, multi_class="ovr", average="macro"))
+    # class names are accepted as labels too
+    assert E.metrics(np.array(CLASSES)[Y], P, CLASSES) == pytest.approx(HAND)
+
+
+def test_per_class_table_and_confusion():
+    table = E.per_class_table(Y, P, CLASSES)
+    assert list(table.index) == CLASSES
+    np.testing.assert_allclose(table["precision"], [3 / 4, 2 / 4, 1])
+    np.testing.assert_allclose(table["recall"], [3 / 4, 2 / 3, 2 / 3])
+    np.testing.assert_allclose(table["f1"], [3 / 4, 4 / 7, 4 / 5])
+    np.testing.assert_array_equal(table["support"], [4, 3, 3])
+    np.testing.assert_allclose(table["auc"], [23 / 24, 19 / 21, 1])
+    counts, normalised = E.confusion_tables(Y, P, CLASSES)
+    np.testing.assert_array_equal(counts.to_numpy(), COUNTS)
+    assert counts.index.name == "true" and counts.columns.name == "predicted"
+    np.testing.assert_allclose(normalised.to_numpy(), np.array(COUNTS) / np.array([[4], [3], [3]]))
+
+
+def test_absent_class_gives_nan_auc_with_a_note_not_a_crash():
+    keep = Y != 2  # no C in the labels, although the model still predicts C sometimes
+    with pytest.warns(UserWarning, match="C absent"):
+        got = E.metrics(Y[keep], P[keep], CLASSES)
+    assert np.isnan(E.roc_auc_per_class(Y[keep], P[keep], CLASSES)[2])
+    assert got["roc_auc"] == pytest.approx((roc_auc_score(Y[keep] == 0, P[keep, 0])
+                                            + roc_auc_score(Y[keep] == 1, P[keep, 1])) / 2)
+    assert E.per_class_table(Y[keep], P[keep], CLASSES).loc["C", "support"] == 0
+    with pytest.warns(UserWarning, match="C absent"):
+        ci = E.bootstrap_ci(Y[keep], P[keep], CLASSES, n=200)
+    assert ci.notna().all().all()
+
+
+def test_bad_inputs_are_refused_clearly():
+    with pytest.raises(ValueError, match="y_prob must be"):
+        E.metrics(Y, P[:, :2], CLASSES)
+    with pytest.raises(ValueError, match="not among the classes"):
+        E.metrics(np.array(["A"] * 9 + ["X"]), P, CLASSES)
+
+
+def test_most_confident_mistakes():
+    table = E.most_confident_mistakes(Y, P, [f"img{i}" for i in range(10)], CLASSES, k=8)
+    assert list(table["id"]) == ["img3", "img9", "img6"]  # confidences .6, .55, .5
+    assert list(table["predicted"]) == ["B", "B", "A"] and list(table["true"]) == ["A", "C", "B"]
+    np.testing.assert_allclose(table["p_true"], [.3, .45, .4])
+
+
+def _random_predictions(n: int = 300, seed: int = 0, ties: bool = True):
+    rng = np.random.default_rng(seed)
+    y = rng.choice(4, n, p=[.55, .27, .1, .08])
+    logits = rng.normal(size=(n, 4))
+    logits[np.arange(n), y] += 1.5
+    prob = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    return y, (prob.round(2) if ties else prob)  # rounding makes tied scores, which AUC counts one half
+
+
+@pytest.mark.parametrize("stratified", [True, False])
+def test_vectorised_bootstrap_equals_sklearn_on_each_resample(stratified):
+    y, prob = _random_predictions(120)
+    classes = list("ABCD")
+    weights = E.resample_weights(y, n=40, seed=3, stratified=stratified)
+    assert (weights.sum(axis=1) == len(y)).all()
+    if stratified:  # every resample keeps the class counts
+        counts = np.stack([weights[:, y == k].sum(axis=1) for k in range(4)], axis=1)
+        assert (counts == np.bincount(y)).all()
+    fast = E.weighted_metrics(weights, y, prob, classes)
+    for r in range(len(weights)):
+        idx = np.repeat(np.arange(len(y)), weights[r].astype(int))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            slow = E.metrics(y[idx], prob[idx], classes)
+        assert slow["macro_f1"] == pytest.approx(f1_score(y[idx], prob[idx].argmax(1), average="macro"))
+        for m in E.HEADLINE:
+            assert fast[m][r] == pytest.approx(slow[m]), (m, r)
+
+
+def test_bootstrap_ci_contains_estimate_is_seeded_and_narrows_with_more_images():
+    y, prob = _random_predictions(200, ties=False)
+    classes = list("ABCD")
+    ci = E.bootstrap_ci(y, prob, classes, n=500, seed=1)
+    assert list(ci.index) == list(E.HEADLINE) and list(ci.columns) == ["value", "low", "high"]
+    assert (ci["low"] <= ci["value"]).all() and (ci["value"] <= ci["high"]).all()
+    assert ci["value"].to_dict() == pytest.approx(E.metrics(y, prob, classes))
+    assert "stratified" in ci.attrs["method"] and "percentile" in ci.attrs["method"]
+    pd.testing.assert_frame_equal(ci, E.bootstrap_ci(y, prob, classes, n=500, seed=1))
+    # four times the images, same proportions: intervals about half as wide
+    big = E.bootstrap_ci(np.tile(y, 4), np.tile(prob, (4, 1)), classes, n=500, seed=1)
+    width, big_width = ci["high"] - ci["low"], big["high"] - big["low"]
+    assert (big_width < 0.7 * width).all()
+
+
+def test_fold_summary_is_a_t_interval_over_folds():
+    per_fold = pd.DataFrame({"fold": [0, 1, 2], "accuracy": [.7, .8, .9], "macro_f1": [.5, .5, .5]})
+    table = E.fold_summary(per_fold)
+    half = 4.302653 * 0.1 / math.sqrt(3)  # t(0.975, df=2) * s / sqrt(k)
+    assert table.loc["accuracy", "mean"] == pytest.approx(.8)
+    assert table.loc["accuracy", "std"] == pytest.approx(.1)
+    assert table.loc["accuracy", ["low", "high"]].tolist() == pytest.approx([.8 - half, .8 + half], abs=1e-6)
+    assert table.loc["macro_f1", "low"] == table.loc["macro_f1", "high"] == pytest.approx(.5)
+    corrected = E.fold_summary(per_fold, test_train_ratio=0.5)
+    assert corrected.loc["accuracy", "high"] - .8 == pytest.approx(half * math.sqrt((1 / 3 + .5) * 3), abs=1e-6)
+
+
+def _preds_with(n01: int, n10: int, both_right: int = 0, both_wrong: int = 0):
+    """Predictions of two models with the given counts of (A wrong, B right), (A right, B wrong), ..."""
+    n = n01 + n10 + both_right + both_wrong
+    y = np.zeros(n, dtype=int)
+    a_right = np.r_[np.zeros(n01), np.ones(n10), np.ones(both_right), np.zeros(both_wrong)].astype(bool)
+    b_right = np.r_[np.ones(n01), np.zeros(n10), np.ones(both_right), np.zeros(both_wrong)].astype(bool)
+    return y, np.where(a_right, 0, 1), np.where(b_right, 0, 2)
+
+
+def test_mcnemar_exact_worked_example():
+    # 8 discordant pairs, 1 vs 7: two-sided exact p = 2 * P(X <= 1 | Bin(8, 1/2)) = 2 * (1 + 8) / 256
+    result = E.mcnemar(*_preds_with(n01=1, n10=7, both_right=30, both_wrong=2))
+    assert (result["n01"], result["n10"]) == (1, 7)
+    assert result["method"] == "exact binomial"
+    assert result["p_value"] == pytest.approx(18 / 256)
+    assert result["p_value"] == pytest.approx(stats.binomtest(1, 8, 0.5).pvalue)
+
+
+def test_mcnemar_chi_square_worked_example():
+    # 59 vs 121 discordant pairs: (|59 - 121| - 1)^2 / 180 = 3721 / 180; chi2(1) tail = erfc(sqrt(x / 2))
+    result = E.mcnemar(*_preds_with(n01=59, n10=121, both_right=101, both_wrong=33))
+    assert result["method"] == "chi-square with continuity correction"
+    assert result["statistic"] == pytest.approx(3721 / 180)
+    assert result["p_value"] == pytest.approx(math.erfc(math.sqrt(3721 / 180 / 2)))
+    assert result["p_value"] == pytest.approx(5.45e-6, rel=0.01)
+
+
+def test_mcnemar_switches_method_at_25_and_handles_no_discordance():
+    assert E.mcnemar(*_preds_with(10, 14))["method"] == "exact binomial"
+    assert E.mcnemar(*_preds_with(10, 15))["method"].startswith("chi-square")
+    assert E.mcnemar(*_preds_with(0, 0, both_right=5))["p_value"] == 1.0
+
+
+def test_paired_fold_test_matches_scipy_and_hand_value():
+    a = np.array([.8, .7, .9, .85, .75])
+    b = a - np.array([.05, .02, .04, .03, .06])  # differences: mean .04, sd sqrt(.001 / 4)
+    result = E.paired_fold_test(a, b)
+    assert result["statistic"] == pytest.approx(4 * math.sqrt(2))  # .04 / (sqrt(.00025) / sqrt(5))
+    reference = stats.ttest_rel(a, b)
+    assert result["statistic"] == pytest.approx(reference.statistic)
+    assert result["p_value"] == pytest.approx(reference.pvalue)
+    corrected = E.paired_fold_test(a, b, test_train_ratio=0.25)
+    assert corrected["statistic"] == pytest.approx(.04 / (math.sqrt(.00025) * math.sqrt(.2 + .25)))
+    assert corrected["p_value"] > result["p_value"]
+    assert E.paired_fold_test(a, a)["p_value"] == 1.0
+
+
+def _evaluation(model="m1", seed=0, n=60, folds=True, order=None) -> E.Evaluation:
+    y, prob = _random_predictions(n, seed=0)
+    noisy = np.random.default_rng(seed).dirichlet(np.ones(4), n) * 0.6 + prob * 0.4
+    ids = np.array([f"BloodImage_{i:05d}" for i in range(n)])
+    order = np.arange(n) if order is None else order
+    return E.Evaluation(model=model, classes=list("ABCD"), y_true=y[order], y_prob=noisy[order], ids=ids[order],
+                        fold=(np.arange(n) % 3)[order] if folds else None, train_seconds=12.5, params=11_000_000,
+                        flops=1.8e9, throughput=250.0, pretrained_source="none (random init)",
+                        extra={"image_size": [80, 80]})
+
+
+def test_save_load_round_trip_is_atomic_and_strict_json(tmp_path):
+    ev = _evaluation()
+    folder = E.save_evaluation(ev, tmp_path / "resnet18", n=100)
+    assert sorted(p.name for p in folder.iterdir()) == ["metrics.json", "predictions.csv"]  # no temp files left
+    summary = json.loads((folder / "metrics.json").read_text(), parse_constant=lambda c: pytest.fail(c))
+    assert set(summary["headline"]) == set(E.HEADLINE) and set(summary["ci"]) == set(E.HEADLINE)
+    assert len(summary["per_fold"]) == 3 and "accuracy" in summary["fold_summary"]
+    back = E.load_evaluation(folder)
+    np.testing.assert_array_equal(back.y_true, ev.y_true)
+    np.testing.assert_array_equal(back.y_prob, ev.y_prob)  # exact: probabilities are written with 17 digits
+    np.testing.assert_array_equal(back.ids, ev.ids)
+    np.testing.assert_array_equal(back.fold, ev.fold)
+    assert back.metadata() == ev.metadata() and back.classes == ev.classes and back.model == ev.model
+    table = pd.read_csv(folder / "predictions.csv")
+    assert list(table.columns[:3]) == ["id", "true", "pred"] and "prob_A" in table and "fold" in table
+
+
+def test_load_errors_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="metrics.json"):
+        E.load_evaluation(tmp_path)
+    folder = E.save_evaluation(_evaluation(folds=False), tmp_path / "m", n=50)
+    (folder / "metrics.json").write_text("{not json")
+    with pytest.raises(ValueError, match="metrics.json"):
+        E.load_evaluation(folder)
+
+
+def test_fold_metrics_and_load_all_and_comparison(tmp_path):
+    per_fold = E.fold_metrics(_evaluation())
+    assert list(per_fold["fold"]) == [0, 1, 2] and per_fold["n"].sum() == 60
+    E.save_evaluation(_evaluation("resnet18", seed=1), tmp_path / "resnet18", n=100)
+    E.save_evaluation(_evaluation("alexnet", seed=2), tmp_path / "alexnet", n=100)
+    evals = E.load_all(tmp_path)
+    assert sorted(evals) == ["alexnet", "resnet18"]
+    table = E.comparison_table(evals, n=100)
+    assert sorted(table.index) == ["alexnet", "resnet18"] and (table["n_test"] == 60).all()
+    for m in E.HEADLINE:
+        assert (table[f"{m}_low"] <= table[m]).all() and (table[m] <= table[f"{m}_high"]).all()
+    assert {"params", "flops", "train_seconds", "throughput"} <= set(table.columns)
+
+
+def test_pairwise_mcnemar_aligns_ids_and_refuses_different_test_sets():
+    a = _evaluation("a", seed=1)
+    shuffled = np.random.default_rng(0).permutation(60)
+    b = _evaluation("b", seed=2, order=shuffled)  # same images, another order
+    table = E.pairwise_mcnemar({"a": a, "b": b, "c": _evaluation("c", seed=3)})
+    assert len(table) == 3 and (table["p_holm"] >= table["p_value"]).all()
+    b_in_a_order = _evaluation("b", seed=2)
+    expected = E.mcnemar(a.y_true, a.y_pred, b_in_a_order.y_pred)
+    assert table.iloc[0][["n01", "n10", "p_value"]].tolist() == [expected["n01"], expected["n10"],
+                                                                 pytest.approx(expected["p_value"])]
+    fewer = _evaluation("d", order=np.arange(50))
+    with pytest.raises(ValueError, match="not tested on the same images.*10 id"):
+        E.pairwise_mcnemar({"a": a, "d": fewer})
+    wrong = _evaluation("e")
+    wrong.y_true = (wrong.y_true + 1) % 4
+    with pytest.raises(ValueError, match="disagree on the true label"):
+        E.pairwise_mcnemar({"a": a, "e": wrong})
+
+
+def test_pairwise_fold_tests_need_the_same_folds():
+    evals = {"a": _evaluation("a", seed=1), "b": _evaluation("b", seed=2)}
+    table = E.pairwise_fold_tests(evals)
+    per_fold = [E.fold_metrics(ev)["macro_f1"] for ev in evals.values()]
+    assert table.loc[0, "p_value"] == pytest.approx(stats.ttest_rel(*per_fold).pvalue)
+    other = _evaluation("c", seed=3)
+    other.fold = (other.fold + 1) % 3
+    with pytest.raises(ValueError, match="different folds"):
+        E.pairwise_fold_tests({"a": evals["a"], "c": other})
+
+
+def test_holm_adjustment():
+    np.testing.assert_allclose(E.holm([0.01, 0.04, 0.03]), [0.03, 0.06, 0.06])

@@ -1,0 +1,99 @@
+"""The study protocol (splits per model), a whole model run on real crops, and the comparison."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from bloodlib import comparison, config, datasets, evaluate, experiment
+from bloodlib.datasets import ImageSet
+
+
+def synthetic_set(n_per_class=(24, 16, 14, 40), size=32, groups_of=1) -> ImageSet:
+    """Four classes told apart by colour; ``groups_of`` consecutive images share a group (copies of one source)."""
+    labels = np.concatenate([np.full(n, k) for k, n in enumerate(n_per_class)])
+    rng = np.random.default_rng(0)
+    colours = np.array([[200, 60, 60], [60, 200, 60], [60, 60, 200], [200, 200, 60]], np.uint8)
+    images = colours[labels][:, :, None, None] + rng.integers(0, 40, (len(labels), 3, size, size))
+    rows = pd.DataFrame({"id": [f"img{i}" for i in range(len(labels))], "label": labels,
+                         "split": rng.choice(["train", "val", "test"], len(labels), p=[.7, .15, .15]),
+                         "fold": -1, "group": [f"g{i // groups_of}" for i in range(len(labels))]})
+    return ImageSet(images=torch.tensor(images.clip(0, 255).astype(np.uint8)), labels=torch.tensor(labels),
+                    classes=list("ABCD"), rows=rows)
+
+
+def test_every_image_tested_once_per_repeat_by_a_model_that_never_saw_it():
+    data = synthetic_set()
+    splits = experiment.plan(data, folds=3, repeats=2, seed=1)
+    assert len(splits) == 6
+    for repeat in (0, 1):
+        tested = np.concatenate([s.test for s in splits if s.repeat == repeat])
+        assert sorted(tested) == list(range(len(data)))
+    for s in splits:
+        assert not set(s.test) & (set(s.train) | set(s.val))
+        assert not set(s.train) & set(s.val)
+        assert len(set(data.labels.numpy()[s.val])) == 4  # stratified: every class selects the epoch
+
+
+def test_groups_never_straddle_a_boundary():
+    data = synthetic_set(n_per_class=(24, 16, 12, 40), groups_of=4)
+    groups = data.rows["group"].to_numpy()
+    for s in experiment.plan(data, folds=3, seed=0):
+        parts = [set(groups[p]) for p in (s.train, s.val, s.test)]
+        assert not parts[0] & parts[1] and not parts[0] & parts[2] and not parts[1] & parts[2]
+
+
+def test_fixed_test_set_means_holdout():
+    data = synthetic_set()
+    data.rows.loc[data.rows.index[:5], "split"] = "test_simple"
+    assert experiment.protocol(data, folds=5) == "holdout"
+    (split,) = experiment.plan(data, folds=5)
+    assert set(split.test) == set(data.indices("test"))
+
+
+def _prepared(data, tmp_path, **overrides) -> datasets.Prepared:
+    settings = config.resolve(profile="smoke", output_dir=tmp_path, **overrides)
+    return datasets.Prepared(settings=settings, root=tmp_path, cleaning=None, data=data, boxes=None)
+
+
+def test_model_runs_are_saved_and_compared(tmp_path):
+    data = synthetic_set()
+    prepared = _prepared(data, tmp_path, epochs=1, folds=2, image_size=32, bootstrap=50)
+    runs = {name: experiment.run_model(prepared, name, pretrained=False, progress=False)
+            for name in ("resnet18", "efficientnet_b0")}
+    run = runs["resnet18"]
+    for name in ("metrics.json", "predictions.csv", "history.csv", "best.pt", "split-02/best.pt"):
+        assert (tmp_path / "models" / "resnet18" / name).is_file(), name
+    assert sorted(run.evaluation.ids) == sorted(data.rows["id"])
+    assert run.evaluation.pretrained_source == "scratch"
+    tables = experiment.statistics(run, n=50)
+    assert {"headline", "per_class", "confusion", "fold_summary", "splits"} <= set(tables)
+    assert tables["confusion"].to_numpy().sum() == len(data)
+
+    result = comparison.compare(tmp_path / "models", n=50)
+    assert set(result.table.index) == {"resnet18", "efficientnet_b0"}
+    assert len(result.mcnemar) == 1 and result.fold_tests is not None
+    text = comparison.conclusion(result)
+    assert "trained from scratch" in text and "macro-F1" in text
+    comparison.save(result, tmp_path / "comparison")
+    assert (tmp_path / "comparison" / "comparison.csv").is_file()
+
+
+def test_conclusion_says_plainly_when_nothing_is_significant():
+    y = np.array([0, 1, 2, 3] * 10)
+    prob = np.eye(4)[y] * 0.7 + 0.075
+    flipped = prob.copy()
+    flipped[:3] = np.roll(flipped[:3], 1, axis=1)  # three more mistakes: far from significant
+    evals = {"a": evaluate.Evaluation("a", list("ABCD"), y, prob, np.arange(40)),
+             "b": evaluate.Evaluation("b", list("ABCD"), y, flipped, np.arange(40))}
+    table = evaluate.comparison_table(evals, n=50)
+    result = comparison.Comparison(table.sort_values("macro_f1", ascending=False), evaluate.pairwise_mcnemar(evals),
+                                   None, evals)
+    assert "no significant difference" in comparison.conclusion(result)
+
+
+def test_compare_without_runs_is_a_clear_error(tmp_path):
+    (tmp_path / "models").mkdir()
+    with pytest.raises(FileNotFoundError, match="run notebooks 04-06 first"):
+        comparison.compare(tmp_path / "models")

@@ -1,0 +1,122 @@
+"""The model registry: every name builds, weights are looked for quickly offline, sizes are counted."""
+from __future__ import annotations
+
+import time
+import warnings
+
+import huggingface_hub.constants
+import pytest
+import torch
+from torch import nn
+
+from bloodlib import models
+from bloodlib.models import PretrainedUnavailableError, create_model
+
+
+@pytest.fixture
+def empty_weight_caches(tmp_path, monkeypatch):
+    """No cached ImageNet weights: an empty Hugging Face cache and an empty torch.hub folder."""
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    old = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path / "torch"))
+    yield
+    torch.hub.set_dir(old)
+
+
+@pytest.fixture
+def offline(monkeypatch, empty_weight_caches):
+    """As on a machine without network: no weights host answers."""
+    monkeypatch.setattr(models, "_host_answers", lambda url, timeout=models.PROBE_TIMEOUT: False)
+
+
+@pytest.mark.parametrize("name", models.list_models())
+def test_each_model_builds_and_gives_logits(name):
+    spec = models.get_spec(name)
+    model = create_model(name, num_classes=4, pretrained=False).eval()
+    assert (model.model_name, model.pretrained_source, model.min_size) == (name, "scratch", spec.min_size)
+    assert len(model.normalization["mean"]) == len(model.normalization["std"]) == 3
+    with torch.no_grad():
+        for size in [(spec.min_size, spec.min_size), (48, 64)]:  # the smallest it takes, the smoke profile's
+            assert model(torch.zeros(2, 3, *size)).shape == (2, 4)
+
+
+def test_alexnet_runs_below_its_native_63_px_and_keeps_torchvision_weights_layout():
+    from torchvision.models import alexnet
+
+    model = create_model("alexnet", 4, pretrained=False)
+    assert model.enlarge(torch.zeros(1, 3, 48, 64)).shape[-2:] == (63, 84)  # short side to 63, shape kept
+    assert model.enlarge(torch.zeros(1, 3, 80, 80)).shape[-2:] == (80, 80)  # large enough: untouched
+    reference = alexnet(num_classes=4).state_dict()
+    assert {k: v.shape for k, v in model.state_dict().items()} == {k: v.shape for k, v in reference.items()}
+
+
+def test_unknown_model_names_the_known_ones():
+    with pytest.raises(ValueError, match="unknown model 'vgg16'.*alexnet.*resnet18"):
+        create_model("vgg16", 4)
+
+
+def test_input_size_check_names_model_and_size(monkeypatch):
+    monkeypatch.setitem(models.REGISTRY, "resnet18", models.ModelSpec(models._timm_builder("resnet18"), 32, ""))
+    with pytest.raises(ValueError, match=r"'resnet18' needs inputs of at least 32 px, got 16x21"):
+        models.check_input_size("resnet18", (16, 21))
+    models.check_input_size("resnet18", 32)
+
+
+def test_pretrained_auto_offline_warns_and_trains_from_scratch(offline):
+    start = time.perf_counter()
+    for name in ("resnet18", "alexnet"):  # one timm (Hugging Face hub), one torchvision (torch.hub) model
+        with pytest.warns(UserWarning, match=f"ImageNet weights for '{name}' are unavailable.*from scratch"):
+            model = create_model(name, 4, pretrained="auto")
+        assert model.pretrained_source == "scratch"
+    assert time.perf_counter() - start < 20
+
+
+def test_pretrained_true_offline_raises_clearly(offline):
+    with pytest.raises(PretrainedUnavailableError, match="'efficientnet_b0'.*not in the local cache.*cannot be reached"):
+        create_model("efficientnet_b0", 4, pretrained=True)
+
+
+def test_real_network_probe_fails_fast_here(empty_weight_caches):
+    """Without the simulated offline switch: the actual probe of the weights host, on this machine."""
+    if models._host_answers(models.REGISTRY["resnet18"].weights_host):
+        pytest.skip("huggingface.co answers: this machine is online, weights would really be downloaded")
+    start = time.perf_counter()
+    with pytest.raises(PretrainedUnavailableError):
+        create_model("resnet18", 4, pretrained=True)
+    assert time.perf_counter() - start < models.PROBE_TIMEOUT + 5
+
+
+def test_pretrained_false_never_looks_for_weights(monkeypatch):
+    def fail(*args):
+        raise AssertionError("pretrained=False looked for weights")
+    monkeypatch.setattr(models, "_build_pretrained", fail)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert create_model("resnet18", 4, pretrained=False).pretrained_source == "scratch"
+
+
+def test_pretrained_from_local_cache_is_recorded(monkeypatch):
+    """When the builder finds weights (as from a local cache) the model says it is ImageNet-pretrained."""
+    spec = models.REGISTRY["resnet18"]
+    monkeypatch.setitem(models.REGISTRY, "resnet18", models.ModelSpec(
+        lambda n, pretrained: spec.build(n, False), spec.min_size, spec.weights_host))
+    assert create_model("resnet18", 4, pretrained=True).pretrained_source == "imagenet"
+
+
+def test_bad_arguments_are_refused():
+    with pytest.raises(ValueError, match="pretrained must be"):
+        create_model("resnet18", 4, pretrained="yes")
+    with pytest.raises(ValueError, match="num_classes"):
+        create_model("resnet18", 1)
+
+
+def test_count_parameters_and_flops():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.Flatten(), nn.Linear(8 * 16 * 16, 4))
+    model[2].weight.requires_grad_(False)
+    assert models.count_parameters(model) == 3 * 8 * 9 + 8 * 256 * 4 + 4
+    assert models.count_parameters(model, trainable_only=True) == 3 * 8 * 9 + 4
+    # a multiply-add counts 2: conv 2*8*27 per output pixel * 256 pixels, linear 2*2048*4
+    assert models.count_flops(model.train(), 16) == 2 * 8 * 27 * 256 + 2 * 2048 * 4
+    assert model.training  # mode restored
+    resnet = create_model("resnet18", 1000, pretrained=False)
+    assert 3.5e9 < models.count_flops(resnet, 224) < 3.7e9  # the usual 1.8 GMACs of ResNet-18

@@ -1,0 +1,103 @@
+"""Rendering without a kernel: a run folder made by hand (executed notebooks with a figure, a table,
+stdout and stderr; metrics; a comparison) becomes self-contained pages and an index whose links resolve."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from bloodlib import report, runner
+from browser.study import SECRET_CODE, make_run
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    run_dir = make_run(root / "runs" / "20260101-000000-abcdef0")
+    report.render_run(run_dir)
+    runner.publish(run_dir, root)
+    return root, run_dir
+
+
+def _srcs(page) -> list[str]:
+    return [url for tag, attr, url in report.references(page) if tag in ("img", "script", "link", "iframe")]
+
+
+def test_pages_are_self_contained(published):
+    root, _ = published
+    for page in report.report_pages(root):
+        text = page.read_text()
+        assert "<script src" not in text and "require.js" not in text and "mathjax" not in text.lower()
+        for url in _srcs(page):
+            assert url.startswith("data:"), f"{page.name} loads {url[:60]}"
+    figures = _srcs(root / "pages" / "01_data.html")
+    assert len(figures) == 1 and figures[0].startswith("data:image/png;base64,")  # drawn and returned: once
+
+
+def test_code_hidden_by_default_and_shown_on_request(published, tmp_path):
+    root, run_dir = published
+    page = (root / "pages" / "01_data.html").read_text()
+    assert "secret_code_marker" not in page
+    assert 'class="jp-CodeMirrorEditor' not in page  # no code cell input at all
+    assert "kept 6 images" in page and "<td>0.9</td>" in page  # outputs stay
+    assert "nobody needs this" not in page  # stderr dropped
+    assert "injected-parameters" not in page
+    shown = report.render_notebook(run_dir / "notebooks" / "01_data.ipynb", tmp_path / "p.html", show_input=True)
+    assert SECRET_CODE.split()[0] in shown.read_text()
+
+
+def test_page_header_links_back_and_shows_parameters(published):
+    root, run_dir = published
+    page = (root / "pages" / "02_figures.html").read_text()
+    assert 'href="../index.html"' in page and 'href="01_data.html"' in page
+    assert "image_size" in page and run_dir.name in page
+    assert "<title>02 · Figures: curves</title>" in page
+
+
+def test_index_opens_the_study(published):
+    root, run_dir = published
+    index = (root / "index.html").read_text()
+    for words in ("The question", "The data after cleaning", "Results: the models compared", "Model card",
+                  "Not for diagnosis", "one\nlaboratory", "Run record", "smoke"):
+        assert words in index, words
+    assert re.search(r"\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\]", index)  # metrics with their CIs
+    assert "ImageNet-pretrained" in index and "ab" * 32 in index and "0" * 40 in index  # weights, data, commit
+    assert index.count("data:image/png;base64,") == 1  # the headline figure, inline
+    assert 'href="pages/01_data.html"' in index and 'href="pages/02_figures.html"' in index
+    assert f'href="runs/{run_dir.name}/notebooks/01_data.ipynb"' in index
+    hrefs = [url for tag, attr, url in report.references(root / "index.html") if tag == "a"]
+    assert not [h for h in hrefs if h.startswith("/") or h.startswith("file:")]  # relative: the folder can move
+
+
+def test_every_link_resolves(published):
+    root, run_dir = published
+    result = report.check_report(root)
+    assert result["ok"], result["problems"]
+    assert {p["page"] for p in result["pages"]} == {"index.html", "pages/01_data.html", "pages/02_figures.html"}
+    assert report.check_report(run_dir)["ok"]  # the run's own copy too
+
+
+def test_check_report_finds_problems(published, tmp_path):
+    import shutil
+
+    root, _ = published
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    page = copy / "pages" / "01_data.html"
+    page.write_text(page.read_text().replace("</main>", '<a href="../nowhere.html">x</a>'
+                                             '<script src="https://cdn.example.org/x.js"></script>'
+                                             '<img src="figure.png"></main>'))
+    problems = "\n".join(report.check_report(copy)["problems"])
+    assert "nowhere.html" in problems and "loads from the network" in problems and "not embedded" in problems
+
+
+def test_index_without_models_or_data(tmp_path):
+    run_dir = make_run(tmp_path / "run", models=False)
+    (run_dir / "data" / "manifest.csv").unlink()
+    index = report.write_index(run_dir, run_dir / "index.html").read_text()
+    assert "No model was evaluated in this run." in index and "was not produced by this run" in index
+
+
+def test_missing_report_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="index.html: no report here"):
+        report.check_report(tmp_path)

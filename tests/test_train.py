@@ -1,0 +1,264 @@
+"""The training loop on synthetic images: it learns, repeats, stops, saves, refuses and resumes."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from bloodlib import config, models, train
+from bloodlib.train import (BEST, LAST, CheckpointError, NonFiniteLossError, TrainConfig, augment_batch, fit,
+                            load_checkpoint, load_model, predict_proba, toy_imageset)
+
+TIMING = ["seconds", "images_per_second"]  # the only history columns allowed to differ between equal runs
+
+
+def _tiny(num_classes: int, pretrained: bool) -> nn.Module:
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, num_classes))
+    model.normalization = {"mean": [0.5] * 3, "std": [0.25] * 3}
+    return model
+
+
+@pytest.fixture
+def tiny(monkeypatch):
+    """A registry entry for a 300-parameter CNN, so that loop tests take a fraction of a second."""
+    monkeypatch.setitem(models.REGISTRY, "tiny", models.ModelSpec(_tiny, 8, ""))
+    return "tiny"
+
+
+@pytest.fixture(scope="module")
+def data():
+    return toy_imageset((12, 6, 4, 4), size=16)  # imbalanced, as the real data: oversampling has work to do
+
+
+def _model(name="tiny", seed=0):
+    config.seed_everything(seed)
+    return models.create_model(name, 4, pretrained=False)
+
+
+def _fit(data, cfg=None, **kwargs):
+    cfg = cfg or TrainConfig(epochs=3, batch_size=8, lr=0.05, patience=10, seed=1)
+    return fit(kwargs.pop("model", None) or _model(), data, data.indices("train"), data.indices("val"), cfg,
+               progress=False, **kwargs)
+
+
+def test_resnet18_from_scratch_learns_separable_colours():
+    data = toy_imageset((16, 16, 16, 16), size=32)
+    model = _model("resnet18")
+    result = fit(model, data, data.indices("train"), data.indices("val"),
+                 TrainConfig(epochs=3, batch_size=16, lr=3e-3, seed=0), device="cpu", progress=False)
+    losses = result.history["train_loss"]
+    assert losses.iloc[-1] < losses.iloc[0]
+    assert list(result.history.columns) == train.HISTORY_COLUMNS
+    assert result.history["epoch"].tolist() == [1, 2, 3]
+    assert result.device == "cpu" and result.images_per_second > 0 and result.checkpoint is None
+    assert result.best_val["macro_f1"] == result.history["val_macro_f1"].max()
+    assert not model.training
+
+
+def test_same_seed_same_history(tiny, data):
+    first, second = _fit(data), _fit(data)
+    assert first.history.drop(columns=TIMING).equals(second.history.drop(columns=TIMING))
+
+
+def test_early_stopping_stops_after_patience(tiny, data):
+    # lr 0: the model never changes, so epoch 1 stays the best and patience 2 ends the run at epoch 3
+    result = _fit(data, TrainConfig(epochs=20, batch_size=8, lr=0.0, patience=2))
+    assert result.history["epoch"].tolist() == [1, 2, 3]
+    assert result.best_epoch == 1
+
+
+def test_non_finite_loss_names_epoch_and_step(tiny, data):
+    model, calls = _model(), []
+    steps = len(data.training_indices(data.indices("train"))) // 8
+
+    def poison(module, inputs, output):  # NaN logits from the 2nd training step of epoch 2 on
+        calls.append(module.training)
+        return output * float("nan") if sum(calls) > steps + 1 else output
+    model.register_forward_hook(poison)
+    with pytest.raises(NonFiniteLossError, match="loss is nan at epoch 2, step 2"):
+        _fit(data, model=model)
+
+
+def test_checkpoint_round_trip_gives_same_predictions(tiny, data, tmp_path):
+    model = _model()
+    result = _fit(data, model=model, out_dir=tmp_path, metadata={"mode": "crop", "fold": 0})
+    assert result.checkpoint == tmp_path / BEST
+    loaded = load_model(result.checkpoint, model_name="tiny", classes=data.classes, image_size=(16, 16))
+    np.testing.assert_allclose(predict_proba(loaded, data.images), predict_proba(model, data.images), atol=1e-6)
+    meta = loaded.checkpoint_metadata
+    assert meta["epoch"] == result.best_epoch and meta["metrics"]["macro_f1"] == result.best_val["macro_f1"]
+    assert (meta["model"], meta["classes"], meta["image_size"], meta["mode"], meta["fold"]) == (
+        "tiny", data.classes, (16, 16), "crop", 0)
+    assert meta["seed"] == 1 and meta["pretrained_source"] == "scratch"
+    assert meta["normalization"] == {"mean": [0.5] * 3, "std": [0.25] * 3}
+    for path in (tmp_path / BEST, tmp_path / LAST):
+        torch.load(path, weights_only=True)  # plain tensors and values only
+    assert sorted(p.name for p in tmp_path.iterdir()) == [BEST, LAST]  # no temporary file left behind
+
+
+@pytest.fixture
+def checkpoint(tiny, data, tmp_path):
+    return _fit(data, TrainConfig(epochs=1, batch_size=8), out_dir=tmp_path / "run").checkpoint
+
+
+@pytest.mark.parametrize("expect, message", [
+    (dict(model_name="resnet18"), "made for model 'tiny', expected 'resnet18'"),
+    (dict(classes=["A", "B", "C", "D"]), "made for classes"),
+    (dict(image_size=32), r"made for image_size \[16, 16\], expected \[32, 32\]"),
+])
+def test_checkpoint_for_something_else_is_refused(checkpoint, expect, message):
+    with pytest.raises(CheckpointError, match=message) as error:
+        load_model(checkpoint, **expect)
+    assert str(checkpoint) in str(error.value)
+
+
+class Payload:
+    """Stands for any pickled object: a checkpoint must never make torch.load build one."""
+
+
+@pytest.mark.parametrize("kind, write, message", [
+    ("random bytes", lambda p: p.write_bytes(np.random.default_rng(0).bytes(2000)), "not a file written by torch.save"),
+    ("JSON", lambda p: p.write_text(json.dumps({"state_dict": {}})), "not a file written by torch.save"),
+    ("empty", lambda p: p.write_bytes(b""), "not a file written by torch.save"),
+    ("pickled object", lambda p: torch.save({"format": train.CHECKPOINT_FORMAT, "x": Payload()}, p),
+     "refused: it holds Python objects"),
+    ("other torch file", lambda p: torch.save({"weights": torch.zeros(2)}, p), "not a bloodlib checkpoint"),
+])
+def test_a_file_that_is_not_a_checkpoint_is_refused(tmp_path, kind, write, message):
+    path = tmp_path / "model.pt"
+    write(path)
+    with pytest.raises(CheckpointError, match=message) as error:
+        load_checkpoint(path)
+    assert str(path) in str(error.value)
+
+
+def test_missing_checkpoint_names_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing.pt"):
+        load_model(tmp_path / "nothing.pt")
+
+
+def test_interrupted_run_keeps_its_best_checkpoint(tiny, data, tmp_path):
+    model, calls = _model(), []
+    steps = len(data.training_indices(data.indices("train"))) // 8
+
+    def crash(module, inputs, output):  # fails inside epoch 3, after two finished epochs
+        calls.append(module.training)
+        if sum(calls) > 2 * steps:
+            raise KeyboardInterrupt
+    model.register_forward_hook(crash)
+    with pytest.raises(KeyboardInterrupt):
+        _fit(data, model=model, out_dir=tmp_path)
+    state, meta = load_checkpoint(tmp_path / BEST)
+    assert meta["epoch"] in (1, 2)
+    assert train.read_checkpoint(tmp_path / LAST)["train_state"]["epoch"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == [BEST, LAST]
+
+
+def test_resume_continues_an_interrupted_run_exactly(tiny, data, tmp_path):
+    cfg = TrainConfig(epochs=4, batch_size=8, lr=0.05, patience=10, seed=1)
+    whole = _fit(data, cfg, out_dir=tmp_path / "whole")
+
+    def stop_after_2(epoch, row):
+        if epoch == 2:
+            raise RuntimeError("interrupted")
+    with pytest.raises(RuntimeError, match="interrupted"):
+        _fit(data, cfg, out_dir=tmp_path / "cut", callback=stop_after_2)
+    resumed = _fit(data, cfg, model=_model(seed=123), out_dir=tmp_path / "cut", resume=True)
+    assert resumed.history["epoch"].tolist() == [1, 2, 3, 4]
+    assert resumed.history.drop(columns=TIMING).equals(whole.history.drop(columns=TIMING))
+    assert resumed.best_epoch == whole.best_epoch
+    # a finished run keeps a small record instead of its optimizer state, and resuming it changes nothing
+    assert train.read_checkpoint(tmp_path / "cut" / LAST)["state_dict"] is None
+    again = _fit(data, cfg, model=_model(seed=5), out_dir=tmp_path / "cut", resume=True)
+    assert again.history.drop(columns=TIMING).equals(whole.history.drop(columns=TIMING))
+
+
+def test_resume_with_another_setup_is_refused(tiny, data, tmp_path):
+    cfg = TrainConfig(epochs=2, batch_size=8)
+    _fit(data, cfg, out_dir=tmp_path)
+    with pytest.raises(CheckpointError, match="another training set-up.*'lr': \\(0.001, 0.01\\)"):
+        _fit(data, TrainConfig(epochs=2, batch_size=8, lr=0.01), out_dir=tmp_path, resume=True)
+
+
+def test_augment_batch_keeps_dtype_and_shape_and_is_identity_when_disabled():
+    images = torch.randint(0, 256, (6, 3, 20, 28), dtype=torch.uint8)
+    assert augment_batch(images, enabled=False) is images
+    out = augment_batch(images, torch.Generator().manual_seed(0))
+    assert out.dtype == torch.uint8 and out.shape == images.shape and not torch.equal(out, images)
+    again = augment_batch(images, torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)  # the generator decides everything
+    floats = augment_batch(images.float() / 255, torch.Generator().manual_seed(0))
+    assert floats.dtype == torch.float32 and floats.shape == images.shape
+
+
+def test_rotations_fill_corners_with_the_image_not_black():
+    flat = torch.full((4, 3, 16, 24), 150, dtype=torch.uint8)
+    out = augment_batch(flat, torch.Generator().manual_seed(0), brightness=0, contrast=0, saturation=0, hue=0)
+    assert (out.int() - 150).abs().max() <= 1
+
+
+def test_colour_jitter_moves_colours_but_not_pixels():
+    images = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
+    out = augment_batch(images, torch.Generator().manual_seed(0), flip=False, rotate=False)
+    assert out.shape == images.shape and not torch.equal(out, images)
+    assert (out.float() - images.float()).abs().mean() < 60
+
+
+def test_only_training_images_are_oversampled_and_augmented(tiny, data, monkeypatch):
+    augmented, evaluated = [], []
+    real_augment, real_evaluate = train.augment_batch, train.evaluate
+    monkeypatch.setattr(train, "augment_batch", lambda x, *a, **k: augmented.append(len(x)) or real_augment(x, *a, **k))
+    monkeypatch.setattr(train, "evaluate", lambda m, x, y, **k: evaluated.append(len(x)) or real_evaluate(m, x, y, **k))
+    train_idx, val_idx = data.indices("train"), data.indices("val")
+    oversampled = len(data.training_indices(train_idx))
+    assert oversampled > len(train_idx)
+    _fit(data, TrainConfig(epochs=2, batch_size=4))
+    # every epoch sees the oversampled positions, less an incomplete last batch (reshuffled each epoch)
+    assert sum(augmented) == 2 * (oversampled // 4 * 4)
+    assert evaluated == [len(val_idx)] * 2  # validation: its own images, once each, no augmentation
+
+
+def test_empty_validation_and_bad_config_are_refused(tiny, data):
+    with pytest.raises(ValueError, match="val_idx is empty"):
+        fit(_model(), data, data.indices("train"), [], TrainConfig(epochs=1), progress=False)
+    with pytest.raises(ValueError, match="epochs must be at least 1"):
+        TrainConfig(epochs=0)
+
+
+def test_schedule_works_for_runs_of_any_length():
+    model = nn.Linear(2, 2)
+    for epochs, steps in [(1, 1), (1, 2), (2, 1), (2, 5), (1, 10), (3, 7), (40, 16)]:
+        optimizer, scheduler = train.make_optimizer(model, TrainConfig(epochs=epochs, lr=0.1), steps)
+        lrs = []
+        for _ in range(epochs * steps):
+            optimizer.step()
+            scheduler.step()
+            lrs.append(optimizer.param_groups[0]["lr"])
+        assert all(0 <= lr <= 0.1 + 1e-12 for lr in lrs[:-1]), (epochs, steps, lrs)
+        if epochs * steps >= 10:
+            assert max(lrs) == pytest.approx(0.1, rel=0.05) and lrs[-2] < 0.01  # warm up to the peak, anneal
+
+
+def test_train_config_from_settings(tmp_path):
+    settings = config.resolve("smoke", output_dir=tmp_path, seed=7)
+    cfg = TrainConfig.from_settings(settings, lr=0.01)
+    assert (cfg.epochs, cfg.batch_size, cfg.patience, cfg.seed, cfg.lr) == (2, 32, 2, 7, 0.01)
+
+
+def test_loop_on_real_images(bccd_root, tmp_path, monkeypatch):
+    """One short epoch on the real images (32 px full smears), when the data and datasets.prepare exist."""
+    datasets = pytest.importorskip("bloodlib.datasets")
+    if not hasattr(datasets, "prepare"):
+        pytest.skip("bloodlib.datasets.prepare is not available yet")
+    monkeypatch.setattr(config, "cache_dir", lambda: tmp_path / "cache")
+    settings = config.resolve("smoke", data_dir=bccd_root, output_dir=tmp_path, image_size=32, mode="full")
+    data = datasets.prepare(settings, progress=False).data
+    train_idx = data.indices("train")[::3]  # a third: the point is the real images, not the learning
+    result = fit(_model("resnet18"), data, train_idx, data.indices("val"),
+                 TrainConfig.from_settings(settings, epochs=1), out_dir=tmp_path / "run", progress=False)
+    assert result.history["val_macro_f1"].between(0, 1).all()
+    assert load_model(result.checkpoint, classes=data.classes, image_size=data.image_size).checkpoint_metadata["mode"] == "full"
