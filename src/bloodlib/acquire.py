@@ -32,7 +32,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import pandas as pd
 
-from . import config
+from . import config, fileio
 
 log = logging.getLogger(__name__)
 
@@ -334,9 +334,7 @@ def _record_source(cache: Path, subset: str, origin: str) -> None:
         record = {}
     record[subset] = {"origin": origin,
                       "fetched": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    fileio.write_text(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
 def _install(stage_root: Path, subset: str, cache: Path, strict_counts: bool, origin: str) -> None:
@@ -554,14 +552,4 @@ def manifest_checksum(manifest: pd.DataFrame) -> str:
 
 def write_manifest(manifest: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Write the manifest as CSV through a temporary name, so a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            manifest.to_csv(f, index=False, lineterminator="\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return fileio.write_csv(path, manifest)

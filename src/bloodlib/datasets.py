@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -127,10 +126,7 @@ def unreadable_files(root: Path, files: list[str]) -> list[str]:
     if record.is_file():
         return json.loads(record.read_text())
     bad = cleaning.check_readable({f: Path(root) / f for f in files}, images.decode)
-    record.parent.mkdir(parents=True, exist_ok=True)
-    tmp = record.with_suffix(".tmp")
-    tmp.write_text(json.dumps(bad))
-    os.replace(tmp, record)
+    fileio.write_json(record, bad)
     return bad
 
 

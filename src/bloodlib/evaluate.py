@@ -17,7 +17,6 @@ import itertools
 import json
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +26,8 @@ import pandas as pd
 from scipy import stats
 from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score,
                              precision_recall_fscore_support, roc_auc_score)
+
+from . import fileio
 
 HEADLINE = ("accuracy", "balanced_accuracy", "macro_f1", "roc_auc")
 PREDICTIONS = "predictions.csv"
@@ -358,19 +359,6 @@ class Evaluation:
         return np.flatnonzero(self.repeat == self.repeat.min())
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file next to ``path``, then rename: readers never see half a file."""
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp",
-                                     delete=False, encoding="utf-8", newline="") as f:
-        f.write(text)
-        tmp = f.name
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def _jsonable(value):
     """NaN/inf -> null and numpy scalars -> Python, so that metrics.json is strict JSON."""
     if isinstance(value, dict):
@@ -423,9 +411,9 @@ def save_evaluation(ev: Evaluation, folder: str | os.PathLike, *, n: int = 2000,
         table["fold"] = ev.fold
     if ev.repeat is not None:
         table["repeat"] = ev.repeat
-    _atomic_write(folder / PREDICTIONS, table.to_csv(index=False, float_format="%.17g"))
+    fileio.write_text(folder / PREDICTIONS, table.to_csv(index=False, float_format="%.17g"))
     summary = summarize(ev, n=n, seed=seed, alpha=alpha)
-    _atomic_write(folder / METRICS, json.dumps(_jsonable(summary), indent=2, allow_nan=False) + "\n")
+    fileio.write_text(folder / METRICS, json.dumps(_jsonable(summary), indent=2, allow_nan=False) + "\n")
     return folder
 
 

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -22,6 +20,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
+
+from . import fileio
 
 BOXES_DIR = "BCCD_Dataset/BCCD/Annotations"
 FULL_ASPECT = 4 / 3  # full smears are 640x480: keep their shape, image_size is the short side
@@ -140,10 +140,8 @@ def load_cached(rows: pd.DataFrame, root: Path, mode: str, size: int, *, margin:
                                          disable=not progress, leave=False)):
         array[i] = load_one(Path(root) / file, mode, size, box, margin).transpose(2, 0, 1)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
-            np.save(tmp, array, allow_pickle=False)
-        os.replace(tmp.name, path)
+        with fileio.atomic_path(path) as tmp, tmp.open("wb") as f:
+            np.save(f, array, allow_pickle=False)
     return array
 
 

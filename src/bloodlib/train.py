@@ -22,7 +22,6 @@ import json
 import math
 import os
 import pickle
-import tempfile
 import time
 import zipfile
 from pathlib import Path
@@ -36,7 +35,7 @@ from sklearn.metrics import f1_score
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import config
+from . import config, fileio
 from .datasets import ImageSet
 from .models import check_input_size, create_model, get_spec
 
@@ -340,19 +339,9 @@ def _plain(value):
 
 
 def _atomic_save(obj, path: Path) -> None:
-    """torch.save to a temporary file in the same folder, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    """torch.save through a temporary file renamed into place: readers never see half a checkpoint."""
+    with fileio.atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module | None, metadata: dict, **extra) -> Path:
