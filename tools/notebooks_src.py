@@ -130,7 +130,10 @@ smear's centre is taken. Without a box (five smears have none, two are not annot
 both modes, so that crop and full runs use the same images and the same split.
 """),
     ("code", '''
-datasets.box_rule_counts(result.manifest).to_frame()
+if prepared.boxes is not None:
+    display(datasets.box_rule_counts(result.manifest).to_frame())
+else:
+    print(f"{settings.dataset} has no WBC boxes: crop mode takes the centre square of each image")
 '''),
     ("md", """
 ## The split
@@ -157,9 +160,8 @@ pd.DataFrame({"repeat factor": factors, "training images per epoch": oversampled
 The seed's figure: images per class in `labels.csv` (single labels with an image) and after cleaning.
 """),
     ("code", '''
-before = result.table.loc[cleaning.STEPS["unreadable"], list(cleaning.KNOWN_CATEGORIES)]
-after = result.kept["label"].value_counts().reindex(cleaning.KNOWN_CATEGORIES, fill_value=0)
-plots.class_distribution(before, after)
+balance = datasets.class_balance(result)
+plots.class_distribution(balance["before"], balance["after"])
 '''),
 ]
 
@@ -174,7 +176,7 @@ once into the cache at the profile's image size.
     ("params", COMMON_PARAMS),
     ("code", SETUP),
     ("code", '''
-from bloodlib import cleaning, images
+from bloodlib import images
 
 prepared = datasets.prepare(settings)
 data, result = prepared.data, prepared.cleaning
@@ -187,11 +189,9 @@ NEUTROPHIL dominates; MONOCYTE and LYMPHOCYTE have a few dozen images each. This
 macro-F1 and balanced accuracy, not accuracy alone.
 """),
     ("code", '''
-raw = result.table.loc[cleaning.STEPS["unreadable"], list(cleaning.KNOWN_CATEGORIES)]
-clean = result.kept["label"].value_counts().reindex(cleaning.KNOWN_CATEGORIES, fill_value=0)
-display(pd.DataFrame({"raw (single label, with image)": raw, "cleaned": clean,
-                      "cleaned share": (clean / clean.sum()).round(3)}))
-plots.class_distribution(raw, clean, title="Class balance: raw vs cleaned")
+balance = datasets.class_balance(result)
+display(balance)
+plots.class_distribution(balance["before"], balance["after"], title="Class balance: raw vs cleaned")
 '''),
     ("md", """
 ## Sample cells per class

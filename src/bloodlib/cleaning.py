@@ -213,7 +213,8 @@ def summary(cleaning: Cleaning) -> pd.DataFrame:
     """Images per class and split after cleaning (the table under the split in notebook 02)."""
     kept = cleaning.kept
     table = pd.crosstab(kept["label"], kept["split"], margins=True, margins_name="total")
-    return table[[c for c in ("train", "val", "test", "total") if c in table.columns]]
+    order = [c for c in ("train", "val", "test") if c in table.columns]
+    return table[order + sorted(set(table.columns) - {*order, "total"}) + ["total"]]
 
 
 def check_readable(paths: Mapping[str, Path], opener: Callable[[Path], object]) -> list[str]:

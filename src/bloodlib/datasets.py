@@ -83,14 +83,27 @@ def prepare(settings: "config.Settings", *, params: cleaning.CleaningParams | No
             progress: bool = True) -> Prepared:
     """Find the data, clean it, split it and load the decoded images of the kept rows (cached).
 
+    ``settings.dataset`` picks the data: ``"bccd"`` (the smears and labels.csv), ``"kaggle-augmented"``
+    (dataset2-master), ``"folder:/path"`` or ``"csv:/path/list.csv"`` (see :mod:`bloodlib.folders`).
     Deterministic for a given data folder and seed: every notebook calls this and gets the same manifest,
     so a notebook can also be run on its own.
     """
-    from . import acquire
+    from . import folders
 
-    params = params or cleaning.CleaningParams(seed=settings.seed, folds=settings.folds)
-    root = acquire.find_data(settings.data_dir, require_boxes=settings.mode == "crop", quiet=not progress)
-    result, boxes = clean_bccd(root, params)
+    params = params or cleaning.CleaningParams(seed=settings.seed, folds=max(2, settings.folds))
+    kind, path = folders.parse_dataset(settings.dataset)
+    boxes = None
+    if kind == "bccd":
+        root = locate(settings)
+        result, boxes = clean_bccd(root, params)
+    elif kind == "kaggle-augmented":
+        root = locate(settings, require_boxes=False)
+        if not (root / folders.KAGGLE_IMAGES).is_dir():
+            raise FileNotFoundError(f"{root}: no {folders.KAGGLE_IMAGES}/ (the kaggle-augmented dataset is part "
+                                    f"of the Kaggle download paultimothymooney/blood-cells)")
+        result = folders.clean_kaggle_augmented(root, params, progress=progress)
+    else:
+        result, root = folders.clean_folder(Path(path), params, progress=progress)
     kept = result.kept
     pixels = load_cached(kept, root, settings.mode, settings.image_size, margin=settings.crop_margin,
                          cache=config.cache_dir() / "images", progress=progress)
@@ -173,3 +186,15 @@ def save_cleaning(prepared: Prepared) -> Path:
     fileio.write_csv(folder / "cleaning_table.csv", prepared.cleaning.table, index=True)
     fileio.write_json(folder / "cleaning_params.json", dataclasses.asdict(prepared.cleaning.params))
     return folder
+
+
+def class_balance(result: cleaning.Cleaning) -> pd.DataFrame:
+    """Images per class before the study's own steps and after cleaning (the seed's "distribution after
+    cleaning" figure). For BCCD "before" is every single-label image with a readable file; for other datasets
+    the first row of the cleaning table (every listed file)."""
+    table = result.table
+    before_step = cleaning.STEPS["unreadable"] if cleaning.STEPS["unreadable"] in table.index else table.index[0]
+    classes = [c for c in table.columns if c not in ("total", cleaning.OTHER)]
+    before = table.loc[before_step, classes]
+    after = result.kept["label"].value_counts().reindex(classes, fill_value=0)
+    return pd.DataFrame({"before": before, "after": after, "after (share)": (after / after.sum()).round(3)})
