@@ -23,8 +23,8 @@ PROFILES: dict[str, dict] = {
     "smoke": dict(image_size=64, epochs=2, batch_size=32, patience=2, folds=2, repeats=1,
                   bootstrap=200, gradcam_per_class=1),
     # the study itself: sized so that notebooks 01-07 finish in about half an hour on 2 CPU cores
-    "full": dict(image_size=80, epochs=40, batch_size=32, patience=12, folds=5, repeats=1,
-                 bootstrap=2000, gradcam_per_class=2),
+    "full": dict(image_size=96, epochs=30, batch_size=32, patience=12, folds=4, repeats=1, bootstrap=2000,
+                 gradcam_per_class=2),
 }
 
 
@@ -36,13 +36,13 @@ class Settings:
     output_dir: Path
     dataset: str = "bccd"
     mode: str = "crop"
-    image_size: int = 80
+    image_size: int = 96
     crop_margin: float = 0.15
     seed: int = 42
-    epochs: int = 40
+    epochs: int = 30
     batch_size: int = 32
     patience: int = 12
-    folds: int = 5
+    folds: int = 4
     repeats: int = 1
     bootstrap: int = 2000
     gradcam_per_class: int = 2
