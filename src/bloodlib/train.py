@@ -313,22 +313,9 @@ def predict_logits(model: nn.Module, images: torch.Tensor, *, batch_size: int = 
 
 
 def predict_proba(model: nn.Module, images: torch.Tensor, *, batch_size: int = 128,
-                  device: torch.device | str | None = None, tta: bool = False) -> np.ndarray:
-    """Softmax probabilities (N x classes) of uint8 images, on the model's device unless ``device``.
-
-    ``tta`` averages the probabilities over the eight flips and quarter turns of each image: a cell has no
-    up or left, and training augments with exactly these, so the average is a cheaper, steadier prediction.
-    """
-    views = dihedral_views(torch.as_tensor(images)) if tta else [torch.as_tensor(images)]
-    probs = [torch.softmax(predict_logits(model, view, batch_size=batch_size, device=device), 1) for view in views]
-    return torch.stack(probs).mean(0).numpy()
-
-
-def dihedral_views(images: torch.Tensor) -> list[torch.Tensor]:
-    """The eight flips and quarter turns of N x C x H x W images (four when H != W: no quarter turns)."""
-    turns = (0, 1, 2, 3) if images.shape[-1] == images.shape[-2] else (0, 2)
-    rotated = [torch.rot90(images, k, dims=(-2, -1)) for k in turns]
-    return rotated + [torch.flip(view, dims=(-1,)) for view in rotated]
+                  device: torch.device | str | None = None) -> np.ndarray:
+    """Softmax probabilities (N x classes) of uint8 images, on the model's device unless ``device``."""
+    return torch.softmax(predict_logits(model, images, batch_size=batch_size, device=device), 1).numpy()
 
 
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, batch_size: int = 128) -> dict:
