@@ -1,0 +1,299 @@
+"""Datasets beyond the 347 smears: dataset2-master (grouped by source smear) and folder-per-class / CSV lists."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from bloodlib import folders, images
+from bloodlib.cleaning import CleaningParams
+from conftest import data_root
+
+CLASSES = ["EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL"]
+SMALL = CleaningParams(folds=3, val_fraction=0.2, test_fraction=0.2)  # splits that 6 images per class allow
+
+
+# --- fixtures ------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def kaggle_root() -> Path:
+    root = data_root()
+    if not (root / folders.KAGGLE_IMAGES / "TRAIN").is_dir():
+        pytest.skip(f"dataset2-master not found under {root} (set BLOODLIB_DATA or provide ../shared/data/bccd)")
+    return root
+
+
+@pytest.fixture(scope="module")
+def kaggle(kaggle_root):
+    """The real dataset2-master cleaned once for the module (the index and groups are cached in data/index)."""
+    return folders.clean_kaggle_augmented(kaggle_root, CleaningParams(), progress=False)
+
+
+@pytest.fixture(scope="module")
+def smears() -> dict[str, list[Path]]:
+    """Six real dataset-master smears per class (labels from labels.csv)."""
+    master = data_root() / "dataset-master"
+    if not (master / "labels.csv").is_file():
+        pytest.skip(f"dataset-master not found under {data_root()}")
+    labels = pd.read_csv(master / "labels.csv", dtype=str, keep_default_na=False)
+    chosen = {}
+    for label in CLASSES:
+        ids = labels.loc[labels["Category"].str.strip() == label, "Image"].astype(int)
+        paths = [master / "JPEGImages" / f"BloodImage_{i:05d}.jpg" for i in ids]
+        chosen[label] = [p for p in paths if p.is_file()][:6]
+    return chosen
+
+
+def make_folder(root: Path, smears: dict[str, list[Path]]) -> Path:
+    for label, paths in smears.items():
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for path in paths:
+            shutil.copy(path, root / label / path.name)
+    return root
+
+
+# --- the dataset parameter ---------------------------------------------------------------------
+
+def test_parse_dataset():
+    assert folders.parse_dataset("bccd") == ("bccd", None)
+    assert folders.parse_dataset(" Kaggle-Augmented ") == ("kaggle-augmented", None)
+    assert folders.parse_dataset("folder:/data/cells") == ("folder", "/data/cells")
+    assert folders.parse_dataset("csv:/data/list.csv") == ("csv", "/data/list.csv")
+    assert folders.parse_dataset("folder:~/cells")[1] == str(Path("~/cells").expanduser())
+    for bad in ("imagenet", "kaggle", "folder:", "csv", "", "bccd:/x"):
+        with pytest.raises(ValueError, match="unknown dataset.*'kaggle-augmented'.*folder:"):
+            folders.parse_dataset(bad)
+
+
+# --- dataset2-master ---------------------------------------------------------------------------
+
+def test_kaggle_names_count_sources_but_do_not_name_them(kaggle_root):
+    """``_<k>_<n>``: k runs over 0..N-1 in each shuffled pass, so it counts the N sources of a folder."""
+    images_dir = kaggle_root / folders.KAGGLE_IMAGES
+    count = {s: [folders.kaggle_sources([p.name for p in (images_dir / s / c).iterdir()]) for c in CLASSES]
+             for s in ("TRAIN", "TEST", "TEST_SIMPLE")}
+    assert count["TRAIN"] == [75, 27, 16, 159] and sum(count["TRAIN"]) == 277
+    assert count["TEST"] == [13, 6, 4, 48] == count["TEST_SIMPLE"]
+
+
+def test_kaggle_splits_follow_the_folders(kaggle):
+    m = kaggle.manifest
+    kept = kaggle.kept
+    assert set(m["split"]) == {"train", "val", "test", "test_simple", ""}
+    assert kept.loc[kept["subset"] == "TRAIN", "split"].isin(["train", "val"]).all()
+    assert (kept.loc[kept["subset"] == "TEST", "split"] == "test").all()
+    assert (kept.loc[kept["subset"] == "TEST_SIMPLE", "split"] == "test_simple").all()
+    assert kept.groupby("subset").size().to_dict() == {"TRAIN": 9957, "TEST": 2487, "TEST_SIMPLE": 69}
+    assert kept["id"].is_unique and set(kept["label"]) == set(CLASSES)
+    # validation: about 1/7 of TRAIN, every class in it
+    val = kept[kept["split"] == "val"]
+    assert 0.08 < len(val) / 9957 < 0.22
+    assert set(val["label"]) == set(CLASSES)
+    # full images in crop mode: the centred 240x240 square of a 320x240 image
+    assert kept["box"].iloc[0] == (40.0, 0.0, 280.0, 240.0) and (kept["wbc_boxes"] == 0).all()
+
+
+def test_kaggle_no_source_smear_in_two_splits(kaggle):
+    kept = kaggle.kept
+    train = set(kept.loc[kept["split"] == "train", "group"])
+    val = set(kept.loc[kept["split"] == "val", "group"])
+    assert train and val and not train & val
+    # the groups are sources, not single files or whole classes (277 smears made TRAIN)
+    n_train_groups = kept.loc[kept["subset"] == "TRAIN", "group"].nunique()
+    assert 100 <= n_train_groups <= 600
+    # folds cover TRAIN only, and a group sits in one fold
+    train_rows = kept[kept["subset"] == "TRAIN"]
+    assert train_rows["fold"].between(0, 4).all()
+    assert (kept.loc[kept["subset"] != "TRAIN", "fold"] == -1).all()
+    assert (train_rows.groupby("group")["fold"].nunique() == 1).all()
+
+
+def test_kaggle_exact_duplicates(kaggle):
+    """TEST_SIMPLE/EOSINOPHIL holds two pairs of byte-identical files: the second copy of each is dropped."""
+    m = kaggle.manifest
+    dropped = m[m["reason"] != ""]
+    assert (dropped["reason"] == "duplicate").all()
+    pairs = dict(zip(dropped["file"].map(lambda f: Path(f).name), dropped["duplicate_of"].map(lambda f: Path(f).name)))
+    assert pairs == {"_4_8814.jpeg": "_0_5239.jpeg", "_6_7701.jpeg": "_1_5031.jpeg"}
+    assert set(dropped["subset"]) == {"TEST_SIMPLE"} and set(dropped["raw_label"]) == {"EOSINOPHIL"}
+    assert folders.skipped(kaggle)["reason"].tolist() == ["duplicate", "duplicate"]
+    counts = folders.summary(kaggle)
+    assert counts.loc["total", "test"] == 2487 and counts.loc["total", "test_simple"] == 69
+    assert counts.loc["total", "train"] + counts.loc["total", "val"] == 9957
+    table = kaggle.table
+    assert table.loc["files found", "total"] == 12515
+    assert table.loc[folders.STEPS["duplicate"], "total"] == 12513
+    assert table.iloc[-1]["total"] == len(kaggle.kept)
+
+
+def augment(smear: Path, copies: int, rng: np.random.Generator) -> list[Image.Image]:
+    """Copies of a smear as Keras made dataset2-master: rotated, shifted (black fill), mirrored."""
+    image = Image.open(smear).convert("RGB").resize((320, 240))
+    out = []
+    for copy in range(copies):
+        moved = image.rotate(rng.uniform(-20, 20), translate=tuple(int(t) for t in rng.integers(-25, 26, 2)))
+        if copy % 2:
+            moved = moved.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        if copy % 3 == 0:
+            moved = moved.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
+        out.append(moved)
+    return out
+
+
+def test_source_groups_find_augmented_copies(tmp_path, smears):
+    """Rotated, shifted and mirrored copies of three smears come back as three groups."""
+    rng = np.random.default_rng(0)
+    files, truth = [], []
+    for source, smear in enumerate([smears["EOSINOPHIL"][0], smears["MONOCYTE"][0], smears["NEUTROPHIL"][0]]):
+        for copy, image in enumerate(augment(smear, 8, rng)):
+            files.append(tmp_path / f"_{copy}_{source}.jpeg")
+            image.save(files[-1], quality=90)
+            truth.append(source)
+    groups = folders.source_groups(files, min_copies=4, cache=tmp_path / "cache", progress=False)
+    assert pd.crosstab(np.array(truth), np.array(groups)).shape == (3, 3)  # one group per source
+    assert len(list((tmp_path / "cache").glob("groups-*.json"))) == 1
+    assert folders.source_groups(files, min_copies=4, cache=tmp_path / "cache", progress=False) == groups
+
+
+def test_folder_of_augmented_copies_grouped_by_similarity(tmp_path, smears):
+    """group_by="similarity": the copies of one smear stay in one split and one fold."""
+    rng = np.random.default_rng(1)
+    root = tmp_path / "cells"
+    for label in ("EOSINOPHIL", "NEUTROPHIL"):
+        (root / label).mkdir(parents=True)
+        for source, smear in enumerate(smears[label][:5]):
+            for copy, image in enumerate(augment(smear, 6, rng)):
+                image.save(root / label / f"s{source}_{copy}.jpeg", quality=90)
+    params = CleaningParams(folds=3, val_fraction=0.2, test_fraction=0.2)
+    result, _ = folders.clean_folder(root, params, group_by="similarity", cache=tmp_path / "index", progress=False)
+    kept = result.kept.assign(source=lambda f: f["label"] + f["file"].str.extract(r"/s(\d)_", expand=False))
+    assert kept.groupby("source")["group"].nunique().max() == 1  # no smear split over groups
+    assert kept.groupby("source")["split"].nunique().max() == 1
+    assert kept.groupby("source")["fold"].nunique().max() == 1
+    assert set(kept["split"]) == {"train", "val", "test"}
+
+
+# --- folder-per-class and CSV datasets ----------------------------------------------------------
+
+def test_folder_dataset(tmp_path, smears):
+    root = make_folder(tmp_path / "cells", smears)
+    (root / "MONOCYTE" / "x.jpg").write_text("Bud1 desktop services store")  # a .DS_Store saved as .jpg
+    (root / "MONOCYTE" / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    data = smears["NEUTROPHIL"][1].read_bytes()
+    (root / "NEUTROPHIL" / "truncated.jpg").write_bytes(data[: len(data) // 2])
+    shutil.copy(smears["LYMPHOCYTE"][0], root / "LYMPHOCYTE" / "copy_of_first.jpg")  # same bytes, same class
+    (root / ".ipynb_checkpoints").mkdir()  # not a class
+
+    result, data_root_ = folders.clean_folder(root, SMALL, cache=tmp_path / "index", progress=False)
+    assert data_root_ == root.resolve()
+    m = result.manifest.set_index("file")
+    assert m.loc["MONOCYTE/x.jpg", "reason"] == "not_an_image"
+    assert m.loc["MONOCYTE/.DS_Store", "reason"] == "not_an_image"
+    assert m.loc["NEUTROPHIL/truncated.jpg", "reason"] == "unreadable"
+    assert m.loc["LYMPHOCYTE/copy_of_first.jpg", "reason"] == "duplicate"
+    assert m.loc["LYMPHOCYTE/copy_of_first.jpg", "duplicate_of"] == f"LYMPHOCYTE/{smears['LYMPHOCYTE'][0].name}"
+    kept = result.kept
+    assert len(kept) == 24 and result.classes == CLASSES
+    assert (kept["split"].isin(["train", "val", "test"])).all()
+    assert (pd.crosstab(kept["label"], kept["split"]) > 0).all().all()  # stratified: every class in every split
+    assert kept["fold"].between(0, 2).all() and kept["group"].is_unique
+    assert (result.manifest.loc[~result.manifest["kept"], "split"] == "").all()
+    assert kept["box"].iloc[0] == (80.0, 0.0, 560.0, 480.0)  # centred square of a 640x480 smear
+    # the table counts every step, from the files found to what is kept
+    table = result.table
+    assert table.loc["files found", "total"] == 28
+    assert table.loc[folders.STEPS["not_an_image"], "MONOCYTE"] == 6
+    assert table.iloc[-1]["total"] == 24
+    # decoding goes through the image cache as for BCCD
+    crops = images.load_cached(kept.head(2), data_root_, "crop", 32, progress=False)
+    assert crops.shape == (2, 3, 32, 32) and crops.std() > 5
+
+
+def test_copies_under_two_classes_are_all_dropped(tmp_path, smears):
+    root = make_folder(tmp_path / "cells", smears)
+    shutil.copy(smears["EOSINOPHIL"][0], root / "NEUTROPHIL" / "looks_like_a_neutrophil.jpg")
+    result, _ = folders.clean_folder(root, SMALL, cache=tmp_path / "index", progress=False)
+    m = result.manifest.set_index("file")
+    both = [f"EOSINOPHIL/{smears['EOSINOPHIL'][0].name}", "NEUTROPHIL/looks_like_a_neutrophil.jpg"]
+    assert (m.loc[both, "reason"] == "conflicting_duplicate").all()
+    assert (m.loc[both, "split"] == "").all()
+    assert result.table.loc[folders.STEPS["conflicting_duplicate"], "total"] == 24 + 1 - 2
+
+
+def test_duplicates_kept_apart_never_straddle_splits(tmp_path):
+    """Byte-identical files in one class share a group whatever the split, via the content hash."""
+    rng = np.random.default_rng(1)
+    root = tmp_path / "cells"
+    for label in ("a", "b"):
+        (root / label).mkdir(parents=True)
+        for i in range(12):
+            Image.fromarray(rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)).save(root / label / f"{i}.png")
+    result, _ = folders.clean_folder(root, SMALL, cache=tmp_path / "index", progress=False)
+    kept = result.kept
+    assert kept.groupby("group")["split"].nunique().max() == 1
+    assert kept["sha256"].is_unique and len(kept) == 24
+    assert kept["box"].iloc[0] == (4.0, 0.0, 28.0, 24.0)
+
+
+def test_csv_dataset(tmp_path, smears):
+    make_folder(tmp_path / "images", smears)
+    rows = [(f"images/{label}/{p.name}", label) for label, paths in smears.items() for p in paths]
+    outside = tmp_path / "elsewhere" / "extra.jpg"
+    outside.parent.mkdir()
+    shutil.copy(smears["MONOCYTE"][0], outside)
+    rows += [(str(outside), "MONOCYTE"),  # absolute, outside the CSV's folder; same bytes as a listed MONOCYTE
+             ("images/missing.jpg", "LYMPHOCYTE"), (f"images/EOSINOPHIL/{smears['EOSINOPHIL'][1].name}", "")]
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    csv = lists / "cells.csv"
+    pd.DataFrame(rows, columns=["path", "label"]).assign(path=lambda f: ["../" + p if not p.startswith("/") else p
+                                                                         for p in f["path"]]).to_csv(csv, index=False)
+    result, root = folders.clean_folder(csv, SMALL, cache=tmp_path / "index", progress=False)
+    assert root == tmp_path.resolve()  # the folder holding every listed file
+    m = result.manifest.set_index("id")
+    assert m.loc["images/missing.jpg", "reason"] == "missing_file"
+    assert m.loc["elsewhere/extra.jpg", "reason"] == "duplicate"
+    eos = f"images/EOSINOPHIL/{smears['EOSINOPHIL'][1].name}"
+    assert m.loc[f"{eos}#2", "reason"] == "empty_label"  # listed twice: the second time without a label
+    assert len(result.kept) == 24 and (result.kept["file"].map(lambda f: (root / f).is_file())).all()
+
+
+def test_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        folders.clean_folder(tmp_path / "nowhere", cache=False)
+    (tmp_path / "flat").mkdir()
+    (tmp_path / "flat" / "a.jpg").write_bytes(b"")
+    with pytest.raises(ValueError, match="flat: no class folders"):
+        folders.clean_folder(tmp_path / "flat", cache=False)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("file,class\na.jpg,x\n")
+    with pytest.raises(ValueError, match="bad.csv: expected columns 'path,label'"):
+        folders.clean_folder(bad, cache=False)
+    one = tmp_path / "one"
+    (one / "only").mkdir(parents=True)
+    for i in range(6):
+        Image.new("RGB", (8, 8), (i, 0, 0)).save(one / "only" / f"{i}.png")
+    with pytest.raises(ValueError, match="1 class"):
+        folders.clean_folder(one, SMALL, cache=False, progress=False)
+    with pytest.raises(FileNotFoundError, match="dataset2-master"):
+        folders.clean_kaggle_augmented(tmp_path, cache=False)
+
+
+def test_index_is_remembered(tmp_path, monkeypatch):
+    root = tmp_path / "cells"
+    (root / "a").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(root / "a" / "0.png")
+    first = folders.index_files(root, ["a/0.png"], cache=tmp_path / "index", progress=False)
+    assert first.loc[0, "status"] == "ok" and (first.loc[0, "width"], first.loc[0, "height"]) == (8, 8)
+    calls = []
+    monkeypatch.setattr(folders, "inspect_file", lambda path: calls.append(path) or {})
+    again = folders.index_files(root, ["a/0.png"], cache=tmp_path / "index", progress=False)
+    assert calls == [] and again.loc[0, "sha256"] == first.loc[0, "sha256"]
+    monkeypatch.undo()
+    Image.new("RGB", (9, 9)).save(root / "a" / "0.png")  # changed: inspected again
+    changed = folders.index_files(root, ["a/0.png"], cache=tmp_path / "index", progress=False)
+    assert changed.loc[0, "width"] == 9 and changed.loc[0, "sha256"] != first.loc[0, "sha256"]
