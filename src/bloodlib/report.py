@@ -292,6 +292,7 @@ def write_index(run_dir: str | os.PathLike, dest: str | os.PathLike, *, run_href
         comparison=Markup(_html(_with_ci(table))) if table is not None else None,
         comparison_source=f"{run_href}/comparison/comparison.csv" if csv.is_file() else None,
         ci_method=method, headline=_embedded_png(run_dir / "comparison" / "headline.png"),
+        conclusion=_conclusion(run_dir),
         models=list(models) or (list(table.index) if table is not None else []),
         pretrained={name: m.get("pretrained") for name, m in models.items()},
         run_rows=[(k, Markup(v)) for k, v in run_rows(record)],
@@ -299,6 +300,16 @@ def write_index(run_dir: str | os.PathLike, dest: str | os.PathLike, *, run_href
                    if (run_dir / name).is_file()])
     fileio.write_text(dest, page)
     return dest
+
+
+def _conclusion(run_dir: Path) -> Markup | None:
+    """The comparison notebook's conclusion (markdown: bold and paragraphs only), written from its numbers."""
+    try:
+        text = json.loads((run_dir / "comparison" / "comparison.json").read_text())["conclusion"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    paragraphs = [re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", str(Markup.escape(p))) for p in text.split("\n\n")]
+    return Markup("".join(f"<p>{p}</p>" for p in paragraphs))
 
 
 # ------------------------------------------------------------------------------------------ checks
