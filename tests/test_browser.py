@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bloodlib import report, runner
-from browser.study import make_run
+from bloodlib import report
+from browser.study import published_study
 
 pytest.importorskip("selenium", reason="selenium is not installed (pip install -r requirements.txt)")
 for tool in (report.CHROMIUM, report.CHROMEDRIVER):
@@ -18,11 +18,7 @@ for tool in (report.CHROMIUM, report.CHROMEDRIVER):
 
 @pytest.fixture(scope="module")
 def published(tmp_path_factory):
-    root = tmp_path_factory.mktemp("report")
-    run_dir = make_run(root / "runs" / "20260101-000000-abcdef0")
-    report.render_run(run_dir)
-    runner.publish(run_dir, root)
-    return root, run_dir
+    return published_study(tmp_path_factory.mktemp("report"))
 
 
 def test_every_image_decodes_and_every_link_resolves(published):

@@ -6,17 +6,13 @@ import re
 
 import pytest
 
-from bloodlib import report, runner
-from browser.study import SECRET_CODE, make_run
+from bloodlib import report
+from browser.study import SECRET_CODE, make_run, published_study
 
 
 @pytest.fixture(scope="module")
 def published(tmp_path_factory):
-    root = tmp_path_factory.mktemp("report")
-    run_dir = make_run(root / "runs" / "20260101-000000-abcdef0")
-    report.render_run(run_dir)
-    runner.publish(run_dir, root)
-    return root, run_dir
+    return published_study(tmp_path_factory.mktemp("report"))
 
 
 def _srcs(page) -> list[str]:

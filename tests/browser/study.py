@@ -203,3 +203,13 @@ def make_run(run_dir: Path, *, models: bool = True) -> Path:
         "data": {"checksum": "ab" * 32, "files": 5}, "models": model_record})
     fileio.write_text(run_dir / "run.log", "[1/2] 01_data ... ok 12.5 s\n[2/2] 02_figures ... ok 12.5 s\n")
     return run_dir
+
+
+def published_study(root):
+    """A hand-made run rendered and published under ``root``: (report root, run folder)."""
+    from bloodlib import report, runner
+
+    run_dir = make_run(root / "runs" / "20260101-000000-abcdef0")
+    report.render_run(run_dir)
+    runner.publish(run_dir, root)
+    return root, run_dir
