@@ -144,15 +144,8 @@ repeats training images only, by `round(largest class / class count)`; validatio
 once, as they are.
 """),
     ("code", '''
-from bloodlib.datasets import repeat_factors
-
 display(cleaning.summary(result))
-data = prepared.data
-train = data.indices("train")
-factors = repeat_factors(data.labels.numpy()[train])
-oversampled = pd.Series(data.labels.numpy()[data.training_indices(train)]).map(dict(enumerate(data.classes)))
-pd.DataFrame({"repeat factor": factors, "training images per epoch": oversampled.value_counts()},
-             index=data.classes)
+datasets.oversampling_table(prepared.data)
 '''),
     ("md", """
 ## Distribution after cleaning
@@ -176,8 +169,6 @@ once into the cache at the profile's image size.
     ("params", COMMON_PARAMS),
     ("code", SETUP),
     ("code", '''
-from bloodlib import images
-
 prepared = datasets.prepare(settings)
 data, result = prepared.data, prepared.cleaning
 print(f"{len(data)} images, {settings.mode} mode, {data.image_size[0]}x{data.image_size[1]} pixels")
@@ -227,13 +218,9 @@ Read from the file headers and the VOC boxes (nothing is decoded). Every smear i
 the scale of the crops.
 """),
     ("code", '''
-sizes = images.image_sizes([prepared.root / f for f in result.kept["file"]])
-boxes = prepared.boxes[prepared.boxes["file"].isin(result.kept["file"])] if prepared.boxes is not None else None
-display(sizes[["width", "height"]].describe().T)
-if boxes is not None:
-    display(boxes[["box_width", "box_height"]].describe().T)
-plots.size_statistics(pd.concat([sizes, boxes[["box_width", "box_height"]].reset_index(drop=True)], axis=1)
-                      if boxes is not None else sizes)
+sizes = datasets.size_table(prepared)
+display(sizes.describe().T.round(1))
+plots.size_statistics(sizes)
 '''),
 ]
 

@@ -60,9 +60,9 @@ class ImageSet:
         return np.repeat(train, factors[self.labels.numpy()[train]])
 
 
-def repeat_factors(labels: np.ndarray) -> np.ndarray:
+def repeat_factors(labels: np.ndarray, num_classes: int = 0) -> np.ndarray:
     """Per class index, how many times each training image is repeated (1 for the largest class)."""
-    counts = np.bincount(labels)
+    counts = np.bincount(labels, minlength=num_classes)
     present = counts > 0
     factors = np.ones_like(counts)
     factors[present] = np.maximum(1, np.rint(counts[present].max() / counts[present])).astype(int)
@@ -198,3 +198,24 @@ def class_balance(result: cleaning.Cleaning) -> pd.DataFrame:
     before = table.loc[before_step, classes]
     after = result.kept["label"].value_counts().reindex(classes, fill_value=0)
     return pd.DataFrame({"before": before, "after": after, "after (share)": (after / after.sum()).round(3)})
+
+
+def oversampling_table(data: ImageSet) -> pd.DataFrame:
+    """Per class: the repeat factor of the training split and the training images one epoch then sees."""
+    train = data.indices("train")
+    labels = data.labels.numpy()
+    n = len(data.classes)
+    return pd.DataFrame({"training images": np.bincount(labels[train], minlength=n),
+                         "repeat factor": repeat_factors(labels[train], n),
+                         "training images per epoch": np.bincount(labels[data.training_indices(train)], minlength=n)},
+                        index=data.classes)
+
+
+def size_table(prepared: Prepared) -> pd.DataFrame:
+    """Image sizes from the file headers of the kept images, beside the WBC box sizes where there are boxes."""
+    kept = prepared.cleaning.kept
+    sizes = images.image_sizes([prepared.root / f for f in kept["file"]])
+    if prepared.boxes is None:
+        return sizes
+    boxes = prepared.boxes[prepared.boxes["file"].isin(kept["file"])]
+    return pd.concat([sizes, boxes[["box_width", "box_height"]].reset_index(drop=True)], axis=1)
