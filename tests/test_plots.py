@@ -94,6 +94,10 @@ def test_size_statistics():
                        "box_width": [150, 170, np.nan, 120, 200, 90], "box_height": [140, 160, np.nan, 130, 190, 80],
                        "label": ["EOSINOPHIL", "LYMPHOCYTE", None, "MONOCYTE", "NEUTROPHIL", "NEUTROPHIL"]})
     _check(plots.size_statistics(df))
+    # a dataset without WBC boxes (kaggle-augmented, a folder of images): the image sizes alone
+    no_boxes = plots.size_statistics(df[["width", "height"]])
+    _check(no_boxes)
+    assert len(no_boxes.axes) == 1
 
 
 def test_training_curves():

@@ -167,13 +167,19 @@ def size_statistics(df: pd.DataFrame, *, title: str = "Image and WBC box sizes")
     ``df`` columns: width, height (images); box_width, box_height (WBC boxes; NaN where an image has none);
     an optional ``label`` column colours the boxes by class.
     """
-    fig, axes = _subplots(1, 3, figsize=(14, 4))
+    has_boxes = {"box_width", "box_height"} <= set(df.columns)
+    fig, axes = _subplots(1, 3 if has_boxes else 1, figsize=(14, 4) if has_boxes else (5, 4), squeeze=False)
+    axes = axes[0]
     sizes = df[["width", "height"]].dropna().value_counts().rename("images").reset_index()
     axes[0].scatter(sizes["width"], sizes["height"], s=20 + 200 * sizes["images"] / sizes["images"].max())
     for _, row in sizes.iterrows():
         axes[0].annotate(f"{int(row['images'])}", (row["width"], row["height"]), textcoords="offset points",
                          xytext=(6, 6), fontsize="small")
     axes[0].set(title="image size (count per size)", xlabel="width (px)", ylabel="height (px)")
+    if not has_boxes:  # datasets without WBC boxes: the image sizes alone
+        fig.suptitle(title)
+        fig.tight_layout()
+        return fig
     boxes = df.dropna(subset=["box_width", "box_height"])
     long = boxes.melt(value_vars=["box_width", "box_height"], var_name="side", value_name="pixels")
     sns.histplot(long, x="pixels", hue="side", element="step", ax=axes[1])
