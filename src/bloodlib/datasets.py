@@ -43,11 +43,6 @@ class ImageSet:
         """Positions of one split ('train', 'val' or 'test'), in manifest order."""
         return np.flatnonzero(self.rows["split"].to_numpy() == split)
 
-    def fold_indices(self, fold: int) -> tuple[np.ndarray, np.ndarray]:
-        """(train, test) positions of one cross-validation fold from the manifest's ``fold`` column."""
-        folds = self.rows["fold"].to_numpy()
-        return np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
-
     def training_indices(self, train: np.ndarray, oversample: bool = True) -> np.ndarray:
         """Train positions with each rare class repeated ``round(largest / class count)`` times: the
         seed's "train the less-amount classes multiple times". Factors come from ``train`` alone, so the
