@@ -201,14 +201,6 @@ def _assign_splits(manifest: pd.DataFrame, params: CleaningParams, source: str) 
         manifest.loc[kept[held_out], "fold"] = fold
 
 
-def repeated_folds(labels: np.ndarray, folds: int, repeats: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(train, test) positions of repeated stratified k-fold: every image is tested once per repeat."""
-    from sklearn.model_selection import RepeatedStratifiedKFold
-
-    splitter = RepeatedStratifiedKFold(n_splits=folds, n_repeats=repeats, random_state=seed)
-    return list(splitter.split(np.zeros(len(labels)), labels))
-
-
 def summary(cleaning: Cleaning) -> pd.DataFrame:
     """Images per class and split after cleaning (the table under the split in notebook 02)."""
     kept = cleaning.kept

@@ -50,7 +50,7 @@ class ModelRun:
 
 def protocol(data: ImageSet, folds: int) -> str:
     """"cv" where every image can be tested once, "holdout" where the dataset fixes its own test set."""
-    if folds > 1 and not set(data.rows["split"]) - {"train", "val", "test"} and not data.rows.attrs.get("fixed_test"):
+    if folds > 1 and not set(data.rows["split"]) - {"train", "val", "test"}:
         return "cv"
     return "holdout"
 
@@ -89,6 +89,7 @@ def run_model(prepared: Prepared, model_name: str, *, pretrained: bool | str = "
     settings, data = prepared.settings, prepared.data
     out_dir = Path(out_dir or settings.output_dir / "models" / model_name)
     cfg = train.TrainConfig.from_settings(settings, **train_overrides)
+    how = protocol(data, settings.folds)
     splits = plan(data, folds=settings.folds, repeats=settings.repeats, seed=settings.seed)
     fits, probs, histories, first_model = [], [], [], None
     for i, split in enumerate(splits):
@@ -111,7 +112,7 @@ def run_model(prepared: Prepared, model_name: str, *, pretrained: bool | str = "
     history = pd.concat(histories, ignore_index=True)
     history.to_csv(out_dir / "history.csv", index=False)
     test = np.concatenate([s.test for s in splits])
-    cv = protocol(data, settings.folds) == "cv"
+    cv = how == "cv"
     evaluation = evaluate.Evaluation(
         model=model_name, classes=data.classes, y_true=data.labels.numpy()[test], y_prob=np.concatenate(probs),
         ids=data.rows["id"].to_numpy()[test],
@@ -122,14 +123,14 @@ def run_model(prepared: Prepared, model_name: str, *, pretrained: bool | str = "
         flops=float(models.count_flops(first_model, data.image_size)),
         throughput=inference_throughput(first_model, data),
         pretrained_source=getattr(first_model, "pretrained_source", "scratch"),
-        extra=dict(protocol=protocol(data, settings.folds), splits=len(splits), dataset=settings.dataset,
+        extra=dict(protocol=how, splits=len(splits), dataset=settings.dataset,
                    mode=settings.mode, image_size=list(data.image_size), epochs=cfg.epochs,
                    batch_size=cfg.batch_size, device=fits[0].device, precision=fits[0].precision,
                    best_epochs=[f.best_epoch for f in fits],
                    train_images_per_second=float(np.mean([f.images_per_second for f in fits]))))
     evaluate.save_evaluation(evaluation, out_dir, n=settings.bootstrap, seed=settings.seed)
     extra = extra_test_sets(first_model, data, evaluation, settings)
-    return ModelRun(model_name, protocol(data, settings.folds), splits, fits, evaluation, history, first_model,
+    return ModelRun(model_name, how, splits, fits, evaluation, history, first_model,
                     out_dir, extra)
 
 
@@ -157,13 +158,6 @@ def inference_throughput(model: torch.nn.Module, data: ImageSet, batch_size: int
     for _ in range(batches):
         train.predict_proba(model, images)
     return batches * len(images) / (time.perf_counter() - start)
-
-
-def test_predictions(run: ModelRun, data: ImageSet) -> tuple[np.ndarray, np.ndarray]:
-    """(positions, probabilities) of the first repeat's test predictions: each image once."""
-    first = run.evaluation.first_repeat()
-    id_to_pos = pd.Series(np.arange(len(data)), index=data.rows["id"].to_numpy())
-    return id_to_pos[run.evaluation.ids[first]].to_numpy(), run.evaluation.y_prob[first]
 
 
 # ----------------------------------------------------------------------------------- notebook summaries
