@@ -68,3 +68,60 @@ def test_malformed_annotation_names_the_file(tmp_path):
     bad.write_text("<annotation><object><name>WBC</name>")
     with pytest.raises(ValueError, match="BloodImage_00001.xml: not a valid Pascal-VOC"):
         images.read_voc(bad)
+
+
+def test_large_arrays_stream_from_disk_with_the_same_interface(bccd_root, bccd_manifest, tmp_path, monkeypatch):
+    import torch
+
+    from bloodlib import train
+    from bloodlib.datasets import ImageSet
+
+    rows = bccd_manifest[0].kept.head(12)
+    in_memory = images.load_cached(rows, bccd_root, "crop", 32, cache=tmp_path / "a", progress=False, stream=False)
+    streamed = images.load_cached(rows, bccd_root, "crop", 32, cache=tmp_path / "b", progress=False, stream=True)
+    assert isinstance(streamed, np.memmap) and not isinstance(in_memory, np.memmap)
+    np.testing.assert_array_equal(streamed, in_memory)
+    cached = images.load_cached(rows, bccd_root, "crop", 32, cache=tmp_path / "b", progress=False, stream=True)
+    assert isinstance(cached, np.memmap)  # read back from the cache, still on disk
+    # what ImageSet and the training loop see is an ordinary tensor: gathering, augmenting, training all work
+    classes = sorted(rows["label"].unique())
+    labels = torch.tensor(rows["label"].map({c: i for i, c in enumerate(classes)}).to_numpy())
+    data = ImageSet(images=torch.from_numpy(cached), labels=labels, classes=classes,
+                    rows=rows.assign(split=["train"] * 8 + ["val"] * 4))
+    from bloodlib.models import create_model
+    model = create_model("resnet18", len(classes), pretrained=False)
+    fit = train.fit(model, data, data.indices("train"), data.indices("val"), train.TrainConfig(epochs=1, batch_size=4),
+                    device="cpu", progress=False)
+    assert fit.best_epoch == 1
+    (npy,) = (tmp_path / "b").glob("*.npy")
+    np.testing.assert_array_equal(np.load(npy), in_memory)  # training never wrote into the cache file
+
+
+def test_should_stream_follows_the_environment_then_the_memory(monkeypatch):
+    monkeypatch.setenv("BLOODLIB_STREAM", "1")
+    assert images.should_stream(10)
+    monkeypatch.setenv("BLOODLIB_STREAM", "0")
+    assert not images.should_stream(10 ** 15)
+    monkeypatch.delenv("BLOODLIB_STREAM")
+    assert images.should_stream(10 ** 15) and not images.should_stream(10 ** 6)
+
+
+@pytest.mark.parametrize("size, region", [((640, 480), (0, 0, 640, 480)), ((320, 240), (0, 0, 320, 240)),
+                                          ((400, 400), (0, 50, 400, 350)), ((800, 300), (200, 0, 600, 300))])
+def test_full_mode_crops_other_shapes_to_four_by_three(size, region):
+    assert images.centre_aspect(*size, 4 / 3) == region
+
+
+def test_full_mode_of_a_square_image_is_not_squashed(tmp_path):
+    from PIL import Image
+
+    pixels = np.zeros((90, 90, 3), np.uint8)
+    pixels[:12] = 255  # a white band along the top: outside the centred 4:3 region (rows 11-78)
+    pixels[40:50, 40:50] = 255  # a 10 x 10 square in the centre
+    Image.fromarray(pixels).save(tmp_path / "square.png")
+    full = images.load_one(tmp_path / "square.png", "full", 30)
+    assert full.shape == (30, 40, 3)
+    assert full[0, :, 0].mean() < 128  # the top band was cropped away, not squeezed in
+    square = full[:, :, 0] > 128
+    rows, cols = square.any(1).sum(), square.any(0).sum()
+    assert abs(int(rows) - int(cols)) <= 1  # the square stays square

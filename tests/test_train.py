@@ -1,6 +1,8 @@
 """The training loop on synthetic images: it learns, repeats, stops, saves, refuses and resumes."""
 from __future__ import annotations
 
+import dataclasses
+
 import json
 
 import numpy as np
@@ -158,8 +160,9 @@ def test_interrupted_run_keeps_its_best_checkpoint(tiny, data, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [BEST, LAST]
 
 
-def test_resume_continues_an_interrupted_run_exactly(tiny, data, tmp_path):
-    cfg = TrainConfig(epochs=4, batch_size=8, lr=0.05, patience=10, seed=1)
+@pytest.mark.parametrize("ema_decay", [0.0, 0.8])
+def test_resume_continues_an_interrupted_run_exactly(tiny, data, tmp_path, ema_decay):
+    cfg = TrainConfig(epochs=4, batch_size=8, lr=0.05, patience=10, seed=1, ema_decay=ema_decay)
     whole = _fit(data, cfg, out_dir=tmp_path / "whole")
 
     def stop_after_2(epoch, row):
@@ -262,3 +265,16 @@ def test_loop_on_real_images(bccd_root, tmp_path, monkeypatch):
                  TrainConfig.from_settings(settings, epochs=1), out_dir=tmp_path / "run", progress=False)
     assert result.history["val_macro_f1"].between(0, 1).all()
     assert load_model(result.checkpoint, classes=data.classes, image_size=data.image_size).checkpoint_metadata["mode"] == "full"
+
+
+def test_ema_weights_are_validated_kept_and_saved(tiny, data, tmp_path):
+    cfg = TrainConfig(epochs=3, batch_size=8, lr=0.05, patience=10, seed=1, ema_decay=0.8)
+    model = _model()
+    result = _fit(data, cfg, model=model, out_dir=tmp_path)
+    plain = _fit(data, dataclasses.replace(cfg, ema_decay=0.0), out_dir=tmp_path / "plain")
+    assert not result.history["val_loss"].equals(plain.history["val_loss"])  # another model was validated
+    saved, _ = train.load_checkpoint(tmp_path / "best.pt")
+    for name, tensor in model.state_dict().items():  # what fit leaves in the model is what best.pt holds
+        torch.testing.assert_close(tensor.cpu(), saved[name])
+    with pytest.raises(ValueError, match="ema_decay must be in"):
+        TrainConfig(ema_decay=1.0)

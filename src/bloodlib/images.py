@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -25,7 +26,8 @@ from . import fileio
 
 BOXES_DIR = "BCCD_Dataset/BCCD/Annotations"
 FULL_ASPECT = 4 / 3  # full smears are 640x480: keep their shape, image_size is the short side
-CACHE_VERSION = 1  # bump when decoding or cropping changes, so that old caches are not reused
+STREAM_FRACTION = 0.25  # decoded arrays larger than this share of the memory stay on disk
+CACHE_VERSION = 2  # bump when decoding or cropping changes, so that old caches are not reused
 
 
 def read_voc(path: Path) -> list[dict]:
@@ -85,6 +87,18 @@ def square_around(box: tuple[float, float, float, float], width: int, height: in
     return int(round(left)), int(round(top)), int(round(left + side)), int(round(top + side))
 
 
+def centre_aspect(width: int, height: int, aspect: float) -> tuple[int, int, int, int]:
+    """The largest centred region of ``aspect`` (width / height): an image of another shape is cropped to the
+    smears' 4:3, as torchvision's resize-then-centre-crop does, never squashed (cells keep their shape)."""
+    if abs(width / height - aspect) < 0.01:
+        return 0, 0, width, height
+    if width / height > aspect:  # too wide: trim the sides
+        new = int(round(height * aspect))
+        return (width - new) // 2, 0, (width - new) // 2 + new, height
+    new = int(round(width / aspect))
+    return 0, (height - new) // 2, width, (height - new) // 2 + new
+
+
 def decode(path: Path) -> Image.Image:
     """An RGB image, fully decoded (a truncated JPEG fails here, not later)."""
     with Image.open(path) as image:
@@ -104,6 +118,8 @@ def load_one(path: Path, mode: str, size: int, box=None, margin: float = 0.15) -
         if box is None:
             raise ValueError(f"{path}: crop mode needs a WBC box and this image has none")
         image = image.crop(square_around(box, image.width, image.height, margin))
+    else:
+        image = image.crop(centre_aspect(image.width, image.height, FULL_ASPECT))
     height, width = target_size(mode, size)
     return np.asarray(image.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=None))
 
@@ -117,32 +133,56 @@ def cache_key(rows: pd.DataFrame, root: Path, mode: str, size: int, margin: floa
     return digest.hexdigest()[:16]
 
 
+def should_stream(nbytes: int) -> bool:
+    """Keep an array of ``nbytes`` on disk (memory-mapped) rather than in memory: ``BLOODLIB_STREAM=1``/``0``
+    decides when set, else arrays above ``STREAM_FRACTION`` of the machine's memory stream."""
+    forced = os.environ.get("BLOODLIB_STREAM", "").strip()
+    if forced in ("0", "1"):
+        return forced == "1"
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # no sysconf (Windows): trust the memory
+        return False
+    return nbytes > STREAM_FRACTION * memory
+
+
 def load_cached(rows: pd.DataFrame, root: Path, mode: str, size: int, *, margin: float = 0.15,
-                cache: Path | None = None, progress: bool = True) -> np.ndarray:
+                cache: Path | None = None, progress: bool = True, stream: bool | None = None) -> np.ndarray:
     """uint8 N x 3 x H x W for ``rows`` (columns ``file``, and ``box`` in crop mode), decoded at most once.
 
     The array is saved as ``.npy`` under ``cache`` (written to a temporary name, then renamed) and read
-    back with ``allow_pickle=False``; a stale or unreadable cache is rebuilt, never trusted.
+    back with ``allow_pickle=False``; a stale or unreadable cache is rebuilt, never trusted. It is built
+    image by image into a memory-mapped file, so decoding never holds the whole array in memory. With
+    ``stream`` (default: :func:`should_stream`) the array stays on disk, memory-mapped copy-on-write: the
+    same interface, pages read when a batch touches them.
     """
     key = cache_key(rows, root, mode, size, margin)
     path = Path(cache) / f"{mode}-{size}-{key}.npy" if cache else None
+    height, width = target_size(mode, size)
+    shape = (len(rows), 3, height, width)
+    if stream is None:
+        stream = path is not None and should_stream(int(np.prod(shape)))
     if path is not None and path.is_file():
         try:
-            array = np.load(path, allow_pickle=False, mmap_mode=None)
-            if array.shape[0] == len(rows) and array.dtype == np.uint8:
+            array = np.load(path, allow_pickle=False, mmap_mode="c" if stream else None)
+            if array.shape == shape and array.dtype == np.uint8:
                 return array
         except (ValueError, OSError):
             pass  # a half-written or foreign file: decode again
     boxes = rows["box"] if mode == "crop" else [None] * len(rows)
-    height, width = target_size(mode, size)
-    array = np.empty((len(rows), 3, height, width), np.uint8)
-    for i, (file, box) in enumerate(tqdm(list(zip(rows["file"], boxes)), desc=f"decoding {mode} {size}px",
-                                         disable=not progress, leave=False)):
-        array[i] = load_one(Path(root) / file, mode, size, box, margin).transpose(2, 0, 1)
-    if path is not None:
-        with fileio.atomic_path(path) as tmp, tmp.open("wb") as f:
-            np.save(f, array, allow_pickle=False)
-    return array
+    todo = tqdm(list(zip(rows["file"], boxes)), desc=f"decoding {mode} {size}px", disable=not progress, leave=False)
+    if path is None:
+        array = np.empty(shape, np.uint8)
+        for i, (file, box) in enumerate(todo):
+            array[i] = load_one(Path(root) / file, mode, size, box, margin).transpose(2, 0, 1)
+        return array
+    with fileio.atomic_path(path) as tmp:
+        target = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+        for i, (file, box) in enumerate(todo):
+            target[i] = load_one(Path(root) / file, mode, size, box, margin).transpose(2, 0, 1)
+        target.flush()
+        del target
+    return np.load(path, allow_pickle=False, mmap_mode="c" if stream else None)
 
 
 def image_sizes(paths: list[Path]) -> pd.DataFrame:

@@ -149,8 +149,24 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
-def data_summary(run_dir: Path) -> dict | None:
-    """Images per class and split after cleaning, from the run's ``data/manifest.csv``."""
+def dataset_label(spec: str | None) -> str:
+    """A reader's name for the ``dataset`` parameter (HTML-escaped)."""
+    spec = spec or "bccd"
+    if spec == "bccd":
+        return ("the BCCD blood-smear photographs (Kaggle <code>paultimothymooney/blood-cells</code>, "
+                "<code>dataset-master</code>, with the BCCD_Dataset WBC boxes)")
+    if spec == "kaggle-augmented":
+        return ("the augmented Kaggle blood-cell images (<code>dataset2-master</code>: TRAIN, with its own TEST "
+                "and TEST_SIMPLE sets)")
+    kind, _, path = spec.partition(":")
+    what = "the images listed in" if kind == "csv" else "the folder-per-class images in"
+    return f"{what} <code>{html.escape(path or spec)}</code>"
+
+
+def data_summary(run_dir: Path, dataset: str | None = None) -> dict | None:
+    """Images per class and split after cleaning, and what was skipped, from the run's ``data/manifest.csv``."""
+    from . import cleaning, folders
+
     path = run_dir / "data" / "manifest.csv"
     if not path.is_file():
         return None
@@ -162,10 +178,17 @@ def data_summary(run_dir: Path) -> dict | None:
                           [s for s in table.columns if s not in SPLITS])
     table["total"] = table.sum(axis=1)
     table.loc["total"] = table.sum()
+    if "group" in kept and kept["group"].astype(str).nunique() < len(kept):  # copies of one source share a group
+        groups = kept.groupby("split")["group"].nunique().reindex(table.columns[:-1]).fillna(0).astype(int)
+        table.loc["source groups"] = [*groups, kept["group"].nunique()]
     table.index.name, table.columns.name = "class", None
     unlabelled = {"no_image", "empty_label", "double_label", "rare_class"}
     counts = kept["label"].value_counts()
+    steps = {**folders.STEPS, **cleaning.STEPS}
+    dropped = manifest.loc[~kept_mask, "reason"].value_counts() if "reason" in manifest else pd.Series(dtype=int)
     return {"table": _html(table), "kept": int(kept_mask.sum()), "rows": len(manifest),
+            "dataset": dataset or "bccd", "dataset_label": Markup(dataset_label(dataset)),
+            "skipped": [(steps.get(reason, reason), int(n)) for reason, n in dropped.items()],
             "labelled": int((~manifest["reason"].isin(unlabelled)).sum()) if "reason" in manifest else len(manifest),
             "counts": ", ".join(f"{c.lower()} {n}" for c, n in counts.items())}
 
@@ -273,7 +296,7 @@ def write_index(run_dir: str | os.PathLike, dest: str | os.PathLike, *, run_href
     run_dir, dest = Path(run_dir), Path(dest)
     record = _read_json(run_dir / "run_record.json") or {"run_id": run_dir.name}
     pages = [dict(p, href=p["page"]) for p in page_list(run_dir, run_href)]
-    data = data_summary(run_dir)
+    data = data_summary(run_dir, (record.get("settings") or {}).get("dataset"))
     if data:
         data["pages"] = [(p["title"].split(":")[0], p["href"]) for p in pages
                          if any(w in p["stem"] for w in ("cleaning", "exploration"))]

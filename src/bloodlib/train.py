@@ -68,6 +68,8 @@ class TrainConfig:
     patience: int = 12  # epochs without a better validation macro-F1 before stopping
     label_smoothing: float = 0.1
     augment: bool = True  # random flips, rotations, colour jitter (training batches only)
+    colour_jitter: float = 1.0  # scales the colour jitter of augment_batch (0: geometry only)
+    ema_decay: float = 0.0  # > 0: validate, select and keep an exponential moving average of the weights
     oversample: bool = True  # ImageSet.training_indices: repeat the rare classes
     seed: int = 42
     eval_batch_size: int = 128
@@ -85,6 +87,8 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "patience", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} must be at least 1, got {getattr(self, name)}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"TrainConfig.ema_decay must be in [0, 1), got {self.ema_decay}")
 
 
 @dataclasses.dataclass
@@ -252,10 +256,10 @@ def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
 
 def train_one_epoch(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, positions: torch.Tensor, *,
                     optimizer, scheduler, scaler, criterion, cfg: TrainConfig, precision: Precision, epoch: int,
-                    progress: bool = True) -> dict:
+                    ema=None, progress: bool = True) -> dict:
     """One pass over ``positions`` (shuffled, oversampled): augment, normalise, step. Returns train metrics."""
     model.train()
-    device = images.device
+    device = labels.device  # the images may stay on the host (see _placed): batches are copied over
     generator = _epoch_generator(cfg.seed, epoch)
     order = positions[torch.randperm(len(positions), generator=generator)]
     batches = list(torch.split(order, cfg.batch_size))
@@ -264,9 +268,9 @@ def train_one_epoch(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
     total_loss, predicted, truth = 0.0, [], []
     start = time.perf_counter()
     for step, batch in enumerate(tqdm(batches, desc=f"epoch {epoch}", leave=False, disable=not progress), 1):
-        batch = batch.to(device)
-        x = augment_batch(images[batch], generator, enabled=cfg.augment)
-        x, y = normalize(x, model.normalization, precision.channels_last), labels[batch]
+        x = images[batch.to(images.device)].to(device, non_blocking=True)
+        x = augment_batch(x, generator, enabled=cfg.augment, **_jitter(cfg.colour_jitter))
+        x, y = normalize(x, model.normalization, precision.channels_last), labels[batch.to(device)]
         with autocast_for(device, precision):
             logits = model(x)
         loss = criterion(logits.float(), y)
@@ -277,6 +281,8 @@ def train_one_epoch(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
+        if ema is not None:
+            ema.update(model)
         total_loss += loss.item() * len(batch)
         predicted.append(logits.argmax(1).cpu())
         truth.append(y.cpu())
@@ -284,6 +290,21 @@ def train_one_epoch(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
     seconds = time.perf_counter() - start
     return dict(_scores(torch.cat(truth), torch.cat(predicted), total_loss, num_classes), seconds=seconds,
                 images_per_second=sum(map(len, batches)) / seconds)
+
+
+def _placed(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The uint8 images on the training device when they fit in a quarter of its free memory; otherwise (or a
+    memory-mapped array on the CPU) they stay where they are and each batch is gathered there, then copied."""
+    if device.type == "cpu" or images.device == device:
+        return images
+    if device.type == "cuda" and images.numel() > torch.cuda.mem_get_info(device)[0] // 4:
+        return images
+    return images.to(device)
+
+
+def _jitter(strength: float) -> dict:
+    """augment_batch's colour arguments, scaled by ``strength`` from their defaults."""
+    return dict(brightness=0.2 * strength, contrast=0.2 * strength, saturation=0.2 * strength, hue=0.03 * strength)
 
 
 def _scores(truth: torch.Tensor, predicted: torch.Tensor, total_loss: float, num_classes: int | None = None) -> dict:
@@ -439,7 +460,16 @@ def _new_state() -> dict:
     return dict(epoch=0, best_epoch=0, best_f1=-1.0, best_loss=math.inf, bad_epochs=0, stopped=False, history=[])
 
 
-def _resume(path: Path, model, optimizer, scheduler, scaler, metadata: dict) -> tuple[dict, dict | None]:
+def _make_ema(model: nn.Module, decay: float):
+    """timm's ModelEmaV3 of ``model`` (parameters and BatchNorm buffers), or None when ``decay`` is 0."""
+    if not decay:
+        return None
+    from timm.utils import ModelEmaV3
+
+    return ModelEmaV3(model, decay=decay)
+
+
+def _resume(path: Path, model, optimizer, scheduler, scaler, metadata: dict, ema=None) -> tuple[dict, dict | None]:
     """Train state and best weights of an interrupted run; refuse one made with another set-up."""
     checkpoint = read_checkpoint(path)
     saved = checkpoint["metadata"]
@@ -460,6 +490,8 @@ def _resume(path: Path, model, optimizer, scheduler, scaler, metadata: dict) -> 
         scheduler.load_state_dict(checkpoint["scheduler"])
         scaler.load_state_dict(checkpoint["scaler"])
         torch.set_rng_state(checkpoint["rng"])
+        if ema is not None:
+            ema.module.load_state_dict(checkpoint["ema"])
     return state, best
 
 
@@ -486,7 +518,7 @@ def fit(model: nn.Module, data: ImageSet, train_idx, val_idx, cfg: TrainConfig, 
     metadata = _run_metadata(model, data, cfg, precision, metadata)
     out_dir = Path(out_dir) if out_dir is not None else None
     model.to(device, memory_format=torch.channels_last if precision.channels_last else torch.contiguous_format)
-    images, labels = data.images.to(device), data.labels.to(device)
+    images, labels = _placed(data.images, device), data.labels.to(device)
     train_positions = torch.as_tensor(data.training_indices(np.asarray(train_idx), cfg.oversample))
     val_images, val_labels = images[torch.as_tensor(val_idx)], labels[torch.as_tensor(val_idx)]
     steps_per_epoch = max(1, len(train_positions) // cfg.batch_size)
@@ -494,9 +526,12 @@ def fit(model: nn.Module, data: ImageSet, train_idx, val_idx, cfg: TrainConfig, 
     scaler = torch.amp.GradScaler(device.type, enabled=precision.autocast == torch.float16)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
 
+    # the averaged weights are what is validated, selected and kept: smoother than any single step's
+    ema = _make_ema(model, cfg.ema_decay)
+    judged = ema.module if ema is not None else model
     state, best_weights = _new_state(), None
     if resume and out_dir is not None and (out_dir / LAST).is_file():
-        state, best_weights = _resume(out_dir / LAST, model, optimizer, scheduler, scaler, metadata)
+        state, best_weights = _resume(out_dir / LAST, model, optimizer, scheduler, scaler, metadata, ema)
     started, train_images, train_time = time.perf_counter(), 0, 0.0
     epochs = tqdm(range(state["epoch"] + 1, cfg.epochs + 1), desc=model.model_name, disable=not progress)
     with deterministic():
@@ -506,18 +541,18 @@ def fit(model: nn.Module, data: ImageSet, train_idx, val_idx, cfg: TrainConfig, 
             start = time.perf_counter()
             train = train_one_epoch(model, images, labels, train_positions, optimizer=optimizer, scheduler=scheduler,
                                     scaler=scaler, criterion=criterion, cfg=cfg, precision=precision, epoch=epoch,
-                                    progress=progress)
-            val = evaluate(model, val_images, val_labels, batch_size=cfg.eval_batch_size)
+                                    ema=ema, progress=progress)
+            val = evaluate(judged, val_images, val_labels, batch_size=cfg.eval_batch_size)
             row = dict(epoch=epoch, **{f"train_{k}": train[k] for k in ("loss", "accuracy", "macro_f1")},
                        **{f"val_{k}": v for k, v in val.items()}, lr=optimizer.param_groups[0]["lr"],
                        seconds=time.perf_counter() - start, images_per_second=train["images_per_second"])
             state["history"].append(row)
             train_images += train["images_per_second"] * train["seconds"]
             train_time += train["seconds"]
-            best_weights = _update_best(state, row, model, metadata, out_dir) or best_weights
+            best_weights = _update_best(state, row, judged, metadata, out_dir) or best_weights
             state["epoch"], state["stopped"] = epoch, state["bad_epochs"] >= cfg.patience
             if out_dir is not None:
-                _save_last(out_dir / LAST, model, metadata, state, optimizer, scheduler, scaler)
+                _save_last(out_dir / LAST, model, metadata, state, optimizer, scheduler, scaler, ema)
             epochs.set_postfix(val_f1=f"{val['macro_f1']:.3f}", best=state["best_epoch"])
             if callback is not None:
                 callback(epoch, row)
@@ -552,9 +587,10 @@ def _update_best(state: dict, row: dict, model: nn.Module, metadata: dict, out_d
     return weights
 
 
-def _save_last(path: Path, model, metadata, state, optimizer, scheduler, scaler) -> None:
+def _save_last(path: Path, model, metadata, state, optimizer, scheduler, scaler, ema=None) -> None:
+    extra = {"ema": {k: v.detach().cpu() for k, v in ema.module.state_dict().items()}} if ema is not None else {}
     save_checkpoint(path, model, metadata, kind="last", train_state=_plain(state), optimizer=optimizer.state_dict(),
-                    scheduler=scheduler.state_dict(), scaler=scaler.state_dict(), rng=torch.get_rng_state())
+                    scheduler=scheduler.state_dict(), scaler=scaler.state_dict(), rng=torch.get_rng_state(), **extra)
 
 
 # ------------------------------------------------------------------------------------------ synthetic data

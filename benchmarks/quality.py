@@ -1,0 +1,74 @@
+"""One cross-validated training run with a chosen recipe: the experiments behind the full profile's defaults.
+
+Runs :func:`bloodlib.experiment.run_model` (the notebooks' protocol: stratified grouped k-fold, an inner
+validation part for early stopping) on the real BCCD images and prints, per fold and pooled, macro-F1,
+balanced accuracy and accuracy, plus the training time. One JSON line per run is appended to ``--log``, so a
+sweep can be compared afterwards with ``pandas.read_json(log, lines=True)``.
+
+    python benchmarks/quality.py --model resnet18 --size 128 --epochs 60 --folds 4 --repeats 2 --ema 0.99
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bloodlib import config, datasets, evaluate, experiment
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="resnet18")
+    parser.add_argument("--mode", default="crop", choices=["crop", "full"])
+    parser.add_argument("--size", type=int, default=96)
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--patience", type=int, default=None, help="default: never stop early")
+    parser.add_argument("--folds", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--weight-decay", type=float, default=0.05)
+    parser.add_argument("--label-smoothing", type=float, default=0.1)
+    parser.add_argument("--jitter", type=float, default=1.0, help="colour jitter strength (TrainConfig.colour_jitter)")
+    parser.add_argument("--ema", type=float, default=0.0, help="EMA decay of the weights, 0: off")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--out", type=Path, default=Path("outputs/quality"))
+    parser.add_argument("--log", type=Path, default=Path("outputs/quality/runs.jsonl"))
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    name = (f"{args.model}-{args.mode}-{args.size}px-{args.epochs}ep-f{args.folds}x{args.repeats}-lr{args.lr:g}"
+            f"-wd{args.weight_decay:g}-ls{args.label_smoothing:g}-j{args.jitter:g}-ema{args.ema:g}-s{args.seed}")
+    settings = config.resolve("full", output_dir=args.out / name, mode=args.mode, image_size=args.size,
+                              epochs=args.epochs, folds=args.folds, repeats=args.repeats, seed=args.seed,
+                              batch_size=args.batch_size, patience=args.patience or args.epochs, bootstrap=1000)
+    prepared = datasets.prepare(settings)
+    start = time.perf_counter()
+    run = experiment.run_model(prepared, args.model, pretrained=False, progress=False, lr=args.lr,
+                               weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
+                               colour_jitter=args.jitter, ema_decay=args.ema)
+    seconds = time.perf_counter() - start
+    per_fold = evaluate.fold_metrics(run.evaluation)
+    ev = run.evaluation
+    pooled = evaluate.metrics(ev.y_true, ev.y_prob, ev.classes)
+    print(per_fold.round(3).to_string(index=False))
+    result = dict(name=name, **{k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+                  seconds=round(seconds, 1),
+                  torch_threads=torch.get_num_threads(), fold_mean_macro_f1=float(per_fold["macro_f1"].mean()),
+                  fold_macro_f1=per_fold["macro_f1"].round(4).tolist(),
+                  best_epochs=[f.best_epoch for f in run.fits],
+                  **{f"pooled_{k}": round(float(v), 4) for k, v in pooled.items() if np.isscalar(v)})
+    print(json.dumps(result))
+    args.log.parent.mkdir(parents=True, exist_ok=True)
+    with open(args.log, "a") as log:
+        log.write(json.dumps(result) + "\n")
+
+
+if __name__ == "__main__":
+    main()
