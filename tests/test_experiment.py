@@ -97,3 +97,32 @@ def test_compare_without_runs_is_a_clear_error(tmp_path):
     (tmp_path / "models").mkdir()
     with pytest.raises(FileNotFoundError, match="run notebooks 04-06 first"):
         comparison.compare(tmp_path / "models")
+
+
+def test_holdout_run_reports_validation_beside_every_test_set(tmp_path):
+    data = synthetic_set()
+    simple = data.indices("test")[:6]
+    data.rows.loc[simple, "split"] = "test_simple"  # a further test set, as TEST_SIMPLE of kaggle-augmented
+    prepared = _prepared(data, tmp_path, epochs=1, folds=2, image_size=32, bootstrap=50)
+    run = experiment.run_model(prepared, "resnet18", pretrained=False, progress=False)
+    assert run.protocol == "holdout" and set(run.extra_evaluations) == {"test_simple"}
+    assert (tmp_path / "extra" / "test_simple" / "resnet18" / "metrics.json").is_file()
+    table = experiment.test_sets_table(run, n=50)
+    assert list(table.index) == ["validation (early stopping, at the kept epoch)", "test", "test_simple"]
+    assert table.loc["test", "images"] == len(data.indices("test")) and table.loc["test_simple", "images"] == 6
+    assert table.loc["validation (early stopping, at the kept epoch)", "accuracy"] == run.fits[0].best_val["accuracy"]
+    assert run.evaluation.extra["validation"]["accuracy"] == run.fits[0].best_val["accuracy"]
+
+
+def test_further_test_sets_are_compared_apart(tmp_path):
+    data = synthetic_set()
+    data.rows.loc[data.indices("test")[:6], "split"] = "test_simple"
+    prepared = _prepared(data, tmp_path, epochs=1, folds=2, image_size=32, bootstrap=50)
+    for name in ("resnet18", "efficientnet_b0"):
+        experiment.run_model(prepared, name, pretrained=False, progress=False)
+    further = comparison.further_test_sets(tmp_path, n=50)
+    assert list(further) == ["test_simple"]
+    assert set(further["test_simple"].table["n_test"]) == {6}
+    shown = comparison.display_table(comparison.compare(tmp_path / "models", n=50))
+    assert "validation accuracy" in shown.columns
+    assert comparison.further_test_sets(tmp_path / "nothing", n=50) == {}

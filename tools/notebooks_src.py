@@ -298,6 +298,16 @@ if "fold_summary" in tables:
     display(tables["fold_summary"].round(3))
 tables["per_class"].round(3)
 '''),
+        ("md", """
+## Does validation predict the test?
+
+The validation part chose the epoch, so it is optimistic by construction; split by source image (copies of one
+smear never straddle it), it should still land within a few points of the test. Any further test set of the
+dataset (TEST_SIMPLE of kaggle-augmented: the unaugmented source images) is scored here by the first split's model.
+"""),
+        ("code", '''
+experiment.test_sets_table(run, n=settings.bootstrap, seed=settings.seed).round(3)
+'''),
         ("code", '''
 plots.per_class_bars(tables["per_class"], title=f"{model_name}: precision, recall and F1 per class")
 '''),
@@ -359,6 +369,18 @@ headline = plots.metrics_with_ci(result.table, ["accuracy", "balanced_accuracy",
                                  title="Test metrics per model, with 95% bootstrap intervals")
 comparison.save(result, settings.output_dir / "comparison", figure=headline)
 headline
+'''),
+    ("md", """
+## Further test sets
+
+A dataset with more than one test set (kaggle-augmented: TEST, and TEST_SIMPLE, the unaugmented source images
+of TEST) is compared on each here, by each model's first-split network. Nothing is shown for BCCD, whose
+only test set is the cross-validation above.
+"""),
+    ("code", '''
+further = comparison.further_test_sets(settings.output_dir, n=settings.bootstrap, seed=settings.seed)
+for split, other in further.items():
+    display(Markdown(f"**{split}**"), comparison.display_table(other))
 '''),
     ("md", """
 ## Paired tests

@@ -30,11 +30,21 @@ def compare(models_dir: str | Path, *, n: int = 2000, seed: int = 0) -> Comparis
     table.insert(0, "mode", [ev.extra.get("mode") for ev in evals.values()])
     table.insert(1, "image_size", [str(ev.extra.get("image_size")) for ev in evals.values()])
     table["fold_macro_f1"] = [_fold_mean(ev) for ev in evals.values()]
+    table["validation_accuracy"] = [(ev.extra.get("validation") or {}).get("accuracy", float("nan"))
+                                    for ev in evals.values()]
     table = table.sort_values("macro_f1", ascending=False)
     folds = None
     if all(ev.fold is not None for ev in evals.values()) and len(evals) > 1:
         folds = evaluate.pairwise_fold_tests(evals)
     return Comparison(table, evaluate.pairwise_mcnemar(evals), folds, evals)
+
+
+def further_test_sets(output_dir: str | Path, *, n: int = 2000, seed: int = 0) -> dict[str, Comparison]:
+    """The models compared on each further test set of the dataset (``output_dir/extra/<split>``, such as
+    TEST_SIMPLE of kaggle-augmented), kept apart from the main comparison."""
+    root = Path(output_dir) / "extra"
+    found = sorted(p for p in root.glob("*") if p.is_dir() and evaluate.load_all(p)) if root.is_dir() else []
+    return {p.name: compare(p, n=n, seed=seed) for p in found}
 
 
 def _fold_mean(ev: evaluate.Evaluation) -> float:
@@ -50,6 +60,8 @@ def display_table(comparison: Comparison) -> pd.DataFrame:
     for metric, name in NAMES.items():
         shown[name] = [f"{v:.3f} [{lo:.3f}, {hi:.3f}]" for v, lo, hi in
                        zip(table[metric], table[f"{metric}_low"], table[f"{metric}_high"])]
+    if "validation_accuracy" in table and table["validation_accuracy"].notna().any():
+        shown["validation accuracy"] = table["validation_accuracy"].round(3)  # beside the test's: is it honest?
     shown["parameters (M)"] = (table["params"] / 1e6).round(2)
     shown["GFLOPs / image"] = (table["flops"] / 1e9).round(3)
     shown["training time (s)"] = table["train_seconds"].round(0)

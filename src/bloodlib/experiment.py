@@ -127,6 +127,7 @@ def run_model(prepared: Prepared, model_name: str, *, pretrained: bool | str = "
                    mode=settings.mode, image_size=list(data.image_size), epochs=cfg.epochs,
                    batch_size=cfg.batch_size, device=fits[0].device, precision=fits[0].precision,
                    best_epochs=[f.best_epoch for f in fits],
+                   validation={k: float(np.mean([f.best_val[k] for f in fits])) for k in ("accuracy", "macro_f1")},
                    train_images_per_second=float(np.mean([f.images_per_second for f in fits]))))
     evaluate.save_evaluation(evaluation, out_dir, n=settings.bootstrap, seed=settings.seed)
     extra = extra_test_sets(first_model, data, evaluation, settings)
@@ -179,6 +180,27 @@ def statistics(run: ModelRun, *, n: int = 2000, seed: int = 0) -> dict[str, pd.D
                                       "validation macro-F1": f.best_val["macro_f1"],
                                       "seconds": f.train_seconds} for s, f in zip(run.splits, run.fits)])
     return tables
+
+
+def test_sets_table(run: ModelRun, *, n: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Does validation predict the test? The validation part's accuracy and macro-F1 at the kept epoch (mean
+    over splits; grouped like the test split), beside every test set's with 95% bootstrap intervals."""
+    def row(name: str, images: int, values: dict, ci: pd.DataFrame | None = None) -> dict:
+        out = {"evaluated on": name, "images": images}
+        for metric in ("accuracy", "macro_f1"):
+            out[metric] = values[metric]
+            out[f"{metric} 95% CI"] = f"[{ci.loc[metric, 'low']:.3f}, {ci.loc[metric, 'high']:.3f}]" if ci is not None else ""
+        return out
+
+    val_images = int(np.mean([len(s.val) for s in run.splits]))
+    rows = [row("validation (early stopping, at the kept epoch)", val_images,
+                {k: float(np.mean([f.best_val[k] for f in run.fits])) for k in ("accuracy", "macro_f1")})]
+    for name, ev in [("test" if run.protocol == "holdout" else "test (out-of-fold)", run.evaluation),
+                     *run.extra_evaluations.items()]:
+        first = ev.first_repeat()
+        ci = evaluate.bootstrap_ci(ev.y_true[first], ev.y_prob[first], ev.classes, n=n, seed=seed)
+        rows.append(row(name, len(first), ci["value"].to_dict(), ci))
+    return pd.DataFrame(rows).set_index("evaluated on")
 
 
 def gradcam_figure(run: ModelRun, data: ImageSet, *, per_class: int = 2, seed: int = 0):
