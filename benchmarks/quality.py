@@ -23,6 +23,7 @@ from bloodlib import config, datasets, evaluate, experiment
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="resnet18")
+    parser.add_argument("--dataset", default="bccd", help="bccd, kaggle-augmented, folder:PATH (see datasets.prepare)")
     parser.add_argument("--mode", default="crop", choices=["crop", "full"])
     parser.add_argument("--size", type=int, default=96)
     parser.add_argument("--epochs", type=int, default=40)
@@ -43,10 +44,11 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    name = (f"{args.model}-{args.mode}-{args.size}px-{args.epochs}ep-f{args.folds}x{args.repeats}-lr{args.lr:g}"
-            f"-wd{args.weight_decay:g}-ls{args.label_smoothing:g}-j{args.jitter:g}-ema{args.ema:g}-s{args.seed}")
-    settings = config.resolve("full", output_dir=args.out / name, mode=args.mode, image_size=args.size,
-                              epochs=args.epochs, folds=args.folds, repeats=args.repeats, seed=args.seed,
+    dataset = args.dataset.replace(":", "_").replace("/", "_")
+    name = (f"{dataset}-{args.model}-{args.mode}-{args.size}px-{args.epochs}ep-f{args.folds}x{args.repeats}"
+            f"-lr{args.lr:g}-wd{args.weight_decay:g}-ls{args.label_smoothing:g}-j{args.jitter:g}-ema{args.ema:g}-s{args.seed}")
+    settings = config.resolve("full", output_dir=args.out / name, dataset=args.dataset, mode=args.mode,
+                              image_size=args.size, epochs=args.epochs, folds=args.folds, repeats=args.repeats, seed=args.seed,
                               batch_size=args.batch_size, patience=args.patience or args.epochs, bootstrap=1000)
     prepared = datasets.prepare(settings)
     start = time.perf_counter()
@@ -54,16 +56,22 @@ def main() -> None:
                                weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
                                colour_jitter=args.jitter, ema_decay=args.ema)
     seconds = time.perf_counter() - start
-    per_fold = evaluate.fold_metrics(run.evaluation)
     ev = run.evaluation
     pooled = evaluate.metrics(ev.y_true, ev.y_prob, ev.classes)
-    print(per_fold.round(3).to_string(index=False))
     result = dict(name=name, **{k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-                  seconds=round(seconds, 1),
-                  torch_threads=torch.get_num_threads(), fold_mean_macro_f1=float(per_fold["macro_f1"].mean()),
-                  fold_macro_f1=per_fold["macro_f1"].round(4).tolist(),
+                  seconds=round(seconds, 1), torch_threads=torch.get_num_threads(),
                   best_epochs=[f.best_epoch for f in run.fits],
+                  validation_accuracy=float(np.mean([f.best_val["accuracy"] for f in run.fits])),
                   **{f"pooled_{k}": round(float(v), 4) for k, v in pooled.items() if np.isscalar(v)})
+    if ev.fold is not None:
+        per_fold = evaluate.fold_metrics(ev)
+        print(per_fold.round(3).to_string(index=False))
+        result.update(fold_mean_macro_f1=float(per_fold["macro_f1"].mean()),
+                      fold_macro_f1=per_fold["macro_f1"].round(4).tolist())
+    for split, other in run.extra_evaluations.items():
+        scores = evaluate.metrics(other.y_true, other.y_prob, other.classes)
+        result.update({f"{split}_accuracy": round(float(scores["accuracy"]), 4),
+                       f"{split}_macro_f1": round(float(scores["macro_f1"]), 4)})
     print(json.dumps(result))
     args.log.parent.mkdir(parents=True, exist_ok=True)
     with open(args.log, "a") as log:

@@ -4,8 +4,8 @@ COMMON_PARAMS = '''
 profile = None      # "smoke" (seconds, for CI) or "full" (the study); None: $BLOODLIB_PROFILE, else "full"
 data_dir = None     # a folder in the Kaggle layout; None: $BLOODLIB_DATA, ../shared/data/bccd, the cache, a download
 output_dir = None   # where results go; None: $BLOODLIB_OUTPUT, else <repo>/outputs
-dataset = "bccd"    # the BCCD smears with labels.csv
-mode = "crop"       # "crop": a square around the WBC; "full": the whole 640x480 smear
+dataset = "bccd"    # "bccd" (the smears with labels.csv), "kaggle-augmented", "folder:/path", "csv:/path/list.csv"
+mode = None         # "crop": a square around the WBC; "full": the whole smear (4:3); None: the dataset's default
 image_size = None   # pixels (the short side); None: the profile's
 seed = 42
 '''
