@@ -36,6 +36,8 @@ def main() -> None:
     parser.add_argument("--label-smoothing", type=float, default=0.1)
     parser.add_argument("--jitter", type=float, default=1.0, help="colour jitter strength (TrainConfig.colour_jitter)")
     parser.add_argument("--ema", type=float, default=0.0, help="EMA decay of the weights, 0: off")
+    parser.add_argument("--mixup", type=float, default=0.0, help="mixup alpha, 0: off")
+    parser.add_argument("--cutmix", type=float, default=0.0, help="cutmix alpha, 0: off")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", type=Path, default=Path("outputs/quality"))
@@ -46,7 +48,8 @@ def main() -> None:
 
     dataset = args.dataset.replace(":", "_").replace("/", "_")
     name = (f"{dataset}-{args.model}-{args.mode}-{args.size}px-{args.epochs}ep-f{args.folds}x{args.repeats}"
-            f"-lr{args.lr:g}-wd{args.weight_decay:g}-ls{args.label_smoothing:g}-j{args.jitter:g}-ema{args.ema:g}-s{args.seed}")
+            f"-lr{args.lr:g}-wd{args.weight_decay:g}-ls{args.label_smoothing:g}-j{args.jitter:g}-ema{args.ema:g}"
+            f"-mix{args.mixup:g}-cut{args.cutmix:g}-s{args.seed}")
     settings = config.resolve("full", output_dir=args.out / name, dataset=args.dataset, mode=args.mode,
                               image_size=args.size, epochs=args.epochs, folds=args.folds, repeats=args.repeats, seed=args.seed,
                               batch_size=args.batch_size, patience=args.patience or args.epochs, bootstrap=1000)
@@ -54,7 +57,8 @@ def main() -> None:
     start = time.perf_counter()
     run = experiment.run_model(prepared, args.model, pretrained=False, progress=False, lr=args.lr,
                                weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
-                               colour_jitter=args.jitter, ema_decay=args.ema)
+                               colour_jitter=args.jitter, ema_decay=args.ema,
+                               mixup_alpha=args.mixup, cutmix_alpha=args.cutmix)
     seconds = time.perf_counter() - start
     ev = run.evaluation
     pooled = evaluate.metrics(ev.y_true, ev.y_prob, ev.classes)

@@ -160,9 +160,10 @@ def test_interrupted_run_keeps_its_best_checkpoint(tiny, data, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [BEST, LAST]
 
 
-@pytest.mark.parametrize("ema_decay", [0.0, 0.8])
-def test_resume_continues_an_interrupted_run_exactly(tiny, data, tmp_path, ema_decay):
-    cfg = TrainConfig(epochs=4, batch_size=8, lr=0.05, patience=10, seed=1, ema_decay=ema_decay)
+@pytest.mark.parametrize("extra", [{}, {"ema_decay": 0.8}, {"mixup_alpha": 0.2, "cutmix_alpha": 1.0}],
+                         ids=["plain", "ema", "mixup"])
+def test_resume_continues_an_interrupted_run_exactly(tiny, data, tmp_path, extra):
+    cfg = TrainConfig(epochs=4, batch_size=8, lr=0.05, patience=10, seed=1, **extra)
     whole = _fit(data, cfg, out_dir=tmp_path / "whole")
 
     def stop_after_2(epoch, row):
@@ -278,3 +279,21 @@ def test_ema_weights_are_validated_kept_and_saved(tiny, data, tmp_path):
         torch.testing.assert_close(tensor.cpu(), saved[name])
     with pytest.raises(ValueError, match="ema_decay must be in"):
         TrainConfig(ema_decay=1.0)
+
+
+def test_mixup_blends_training_batches_only(tiny, data, monkeypatch):
+    seen = []
+    real = train._make_mixup
+
+    def spy(cfg, num_classes):
+        mixer = real(cfg, num_classes)
+        def mix(x, y):
+            out, target = mixer(x, y)
+            seen.append((len(x), target.shape, float(target.max())))
+            return out, target
+        return mix
+    monkeypatch.setattr(train, "_make_mixup", spy)
+    _fit(data, TrainConfig(epochs=1, batch_size=8, mixup_alpha=0.4, label_smoothing=0.1))
+    assert seen and all(shape == (n, len(data.classes)) and top < 1 for n, shape, top in seen)  # soft targets
+    with pytest.raises(ValueError, match="mixup_alpha and cutmix_alpha must be >= 0"):
+        TrainConfig(mixup_alpha=-1)

@@ -70,6 +70,8 @@ class TrainConfig:
     augment: bool = True  # random flips, rotations, colour jitter (training batches only)
     colour_jitter: float = 1.0  # scales the colour jitter of augment_batch (0: geometry only)
     ema_decay: float = 0.0  # > 0: validate, select and keep an exponential moving average of the weights
+    mixup_alpha: float = 0.0  # > 0: timm's Mixup blends pairs of training images and their labels
+    cutmix_alpha: float = 0.0  # > 0: ... or pastes a patch of one into the other (with both, one per batch)
     oversample: bool = True  # ImageSet.training_indices: repeat the rare classes
     seed: int = 42
     eval_batch_size: int = 128
@@ -87,6 +89,8 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "patience", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} must be at least 1, got {getattr(self, name)}")
+        if self.mixup_alpha < 0 or self.cutmix_alpha < 0:
+            raise ValueError("TrainConfig.mixup_alpha and cutmix_alpha must be >= 0")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"TrainConfig.ema_decay must be in [0, 1), got {self.ema_decay}")
 
@@ -256,12 +260,14 @@ def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
 
 def train_one_epoch(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, positions: torch.Tensor, *,
                     optimizer, scheduler, scaler, criterion, cfg: TrainConfig, precision: Precision, epoch: int,
-                    ema=None, progress: bool = True) -> dict:
+                    ema=None, mixer=None, progress: bool = True) -> dict:
     """One pass over ``positions`` (shuffled, oversampled): augment, normalise, step. Returns train metrics."""
     model.train()
     device = labels.device  # the images may stay on the host (see _placed): batches are copied over
     generator = _epoch_generator(cfg.seed, epoch)
     order = positions[torch.randperm(len(positions), generator=generator)]
+    if mixer is not None:  # timm's Mixup draws from NumPy's global generator: seeded per epoch, like the rest
+        np.random.seed((cfg.seed * 100_003 + epoch) % 2 ** 32)
     batches = list(torch.split(order, cfg.batch_size))
     if len(batches) > 1 and len(batches[-1]) < cfg.batch_size:
         batches.pop()  # a reshuffle every epoch: no image is always left out; BatchNorm never sees 1 image
@@ -271,9 +277,10 @@ def train_one_epoch(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
         x = images[batch.to(images.device)].to(device, non_blocking=True)
         x = augment_batch(x, generator, enabled=cfg.augment, **_jitter(cfg.colour_jitter))
         x, y = normalize(x, model.normalization, precision.channels_last), labels[batch.to(device)]
+        x, target = mixer(x, y) if mixer is not None else (x, y)
         with autocast_for(device, precision):
             logits = model(x)
-        loss = criterion(logits.float(), y)
+        loss = criterion(logits.float(), target)
         if not torch.isfinite(loss):
             raise NonFiniteLossError(epoch, step, loss.item())
         optimizer.zero_grad(set_to_none=True)
@@ -460,6 +467,21 @@ def _new_state() -> dict:
     return dict(epoch=0, best_epoch=0, best_f1=-1.0, best_loss=math.inf, bad_epochs=0, stopped=False, history=[])
 
 
+def _make_mixup(cfg: TrainConfig, num_classes: int):
+    """timm's Mixup (batch mode; label smoothing moves into its soft targets), or None when both alphas are 0."""
+    if not (cfg.mixup_alpha or cfg.cutmix_alpha):
+        return None
+    from timm.data import Mixup
+
+    return Mixup(mixup_alpha=cfg.mixup_alpha, cutmix_alpha=cfg.cutmix_alpha, label_smoothing=cfg.label_smoothing,
+                 num_classes=num_classes)
+
+
+def _soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy against soft targets (Mixup's blended one-hot labels)."""
+    return torch.sum(-target * F.log_softmax(logits, dim=-1), dim=-1).mean()
+
+
 def _make_ema(model: nn.Module, decay: float):
     """timm's ModelEmaV3 of ``model`` (parameters and BatchNorm buffers), or None when ``decay`` is 0."""
     if not decay:
@@ -524,7 +546,8 @@ def fit(model: nn.Module, data: ImageSet, train_idx, val_idx, cfg: TrainConfig, 
     steps_per_epoch = max(1, len(train_positions) // cfg.batch_size)
     optimizer, scheduler = make_optimizer(model, cfg, steps_per_epoch)
     scaler = torch.amp.GradScaler(device.type, enabled=precision.autocast == torch.float16)
-    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    mixer = _make_mixup(cfg, len(data.classes))
+    criterion = _soft_cross_entropy if mixer is not None else nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
 
     # the averaged weights are what is validated, selected and kept: smoother than any single step's
     ema = _make_ema(model, cfg.ema_decay)
@@ -541,7 +564,7 @@ def fit(model: nn.Module, data: ImageSet, train_idx, val_idx, cfg: TrainConfig, 
             start = time.perf_counter()
             train = train_one_epoch(model, images, labels, train_positions, optimizer=optimizer, scheduler=scheduler,
                                     scaler=scaler, criterion=criterion, cfg=cfg, precision=precision, epoch=epoch,
-                                    ema=ema, progress=progress)
+                                    ema=ema, mixer=mixer, progress=progress)
             val = evaluate(judged, val_images, val_labels, batch_size=cfg.eval_batch_size)
             row = dict(epoch=epoch, **{f"train_{k}": train[k] for k in ("loss", "accuracy", "macro_f1")},
                        **{f"val_{k}": v for k, v in val.items()}, lr=optimizer.param_groups[0]["lr"],
