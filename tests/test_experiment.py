@@ -126,3 +126,16 @@ def test_further_test_sets_are_compared_apart(tmp_path):
     shown = comparison.display_table(comparison.compare(tmp_path / "models", n=50))
     assert "validation accuracy" in shown.columns
     assert comparison.further_test_sets(tmp_path / "nothing", n=50) == {}
+
+
+def test_the_registry_recipe_applies_and_the_caller_wins(tmp_path, monkeypatch):
+    from bloodlib import models
+
+    assert models.get_spec("efficientnet_b0").train_defaults == {"lr": 3e-3}
+    seen = []
+    monkeypatch.setattr(experiment.train, "fit", lambda model, data, tr, va, cfg, **kw: seen.append(cfg.lr) or 1 / 0)
+    prepared = _prepared(synthetic_set(), tmp_path, epochs=1, folds=2, image_size=32)
+    for overrides in ({}, {"lr": 1e-4}):
+        with pytest.raises(ZeroDivisionError):
+            experiment.run_model(prepared, "efficientnet_b0", pretrained=False, progress=False, **overrides)
+    assert seen == [3e-3, 1e-4]

@@ -88,7 +88,8 @@ def run_model(prepared: Prepared, model_name: str, *, pretrained: bool | str = "
     """
     settings, data = prepared.settings, prepared.data
     out_dir = Path(out_dir or settings.output_dir / "models" / model_name)
-    cfg = train.TrainConfig.from_settings(settings, **train_overrides)
+    # the registry's recipe for this model (like timm's pretrained_cfg), then the caller's overrides
+    cfg = train.TrainConfig.from_settings(settings, **{**models.get_spec(model_name).train_defaults, **train_overrides})
     how = protocol(data, settings.folds)
     splits = plan(data, folds=settings.folds, repeats=settings.repeats, seed=settings.seed)
     fits, probs, histories, first_model = [], [], [], None
@@ -126,7 +127,7 @@ def run_model(prepared: Prepared, model_name: str, *, pretrained: bool | str = "
         extra=dict(protocol=how, splits=len(splits), dataset=settings.dataset,
                    mode=settings.mode, image_size=list(data.image_size), epochs=cfg.epochs,
                    batch_size=cfg.batch_size, device=fits[0].device, precision=fits[0].precision,
-                   best_epochs=[f.best_epoch for f in fits],
+                   best_epochs=[f.best_epoch for f in fits], train_config=dataclasses.asdict(cfg),
                    validation={k: float(np.mean([f.best_val[k] for f in fits])) for k in ("accuracy", "macro_f1")},
                    train_images_per_second=float(np.mean([f.images_per_second for f in fits]))))
     evaluate.save_evaluation(evaluation, out_dir, n=settings.bootstrap, seed=settings.seed)

@@ -45,6 +45,7 @@ class ModelSpec:
     weights_host: str  # where ImageNet weights are downloaded from (probed before trying)
     cpu_channels_last: bool = False  # train channels_last on the CPU (set only where measured faster)
     cpu_bf16: bool = False  # bf16 autocast on CPUs with native bf16 (set only where measured faster)
+    train_defaults: dict = dataclasses.field(default_factory=dict)  # TrainConfig fields this model trains best with
     note: str = ""
 
 
@@ -110,7 +111,9 @@ _TORCH = "https://download.pytorch.org"
 REGISTRY: dict[str, ModelSpec] = {
     "resnet18": ModelSpec(_timm_builder("resnet18"), 16, _HF, cpu_channels_last=True, cpu_bf16=True),
     "resnet50": ModelSpec(_timm_builder("resnet50"), 16, _HF, cpu_channels_last=True, cpu_bf16=True),
-    "efficientnet_b0": ModelSpec(_timm_builder("efficientnet_b0"), 16, _HF, cpu_channels_last=True),
+    # from scratch it learns slowly at lr 1e-3: 4-fold macro-F1 0.44 -> 0.61 at 3e-3 (96 px, 30 epochs, BCCD crops)
+    "efficientnet_b0": ModelSpec(_timm_builder("efficientnet_b0"), 16, _HF, cpu_channels_last=True,
+                                 train_defaults={"lr": 3e-3}),
     # timm has no AlexNet: torchvision's, adapted to run below its native 63 px (see SmallInputAlexNet)
     "alexnet": ModelSpec(_build_alexnet, 16, _TORCH, note="inputs below 63 px are enlarged to 63 px"),
 }
