@@ -43,7 +43,7 @@ def further_test_sets(output_dir: str | Path, *, n: int = 2000, seed: int = 0) -
     """The models compared on each further test set of the dataset (``output_dir/extra/<split>``, such as
     TEST_SIMPLE of kaggle-augmented), kept apart from the main comparison."""
     root = Path(output_dir) / "extra"
-    found = sorted(p for p in root.glob("*") if p.is_dir() and evaluate.load_all(p)) if root.is_dir() else []
+    found = sorted({path.parent.parent for path in root.glob("*/*/metrics.json")})
     return {p.name: compare(p, n=n, seed=seed) for p in found}
 
 

@@ -194,8 +194,7 @@ def test_sets_table(run: ModelRun, *, n: int = 2000, seed: int = 0) -> pd.DataFr
         return out
 
     val_images = int(np.mean([len(s.val) for s in run.splits]))
-    rows = [row("validation (early stopping, at the kept epoch)", val_images,
-                {k: float(np.mean([f.best_val[k] for f in run.fits])) for k in ("accuracy", "macro_f1")})]
+    rows = [row("validation (early stopping, at the kept epoch)", val_images, run.evaluation.extra["validation"])]
     for name, ev in [("test" if run.protocol == "holdout" else "test (out-of-fold)", run.evaluation),
                      *run.extra_evaluations.items()]:
         first = ev.first_repeat()

@@ -114,9 +114,14 @@ HISTORY_COLUMNS = ["epoch", "train_loss", "train_accuracy", "train_macro_f1", "v
 
 # ------------------------------------------------------------------------------------------ input pipeline
 
+# augment_batch's colour jitter at strength 1 (TrainConfig.colour_jitter scales all four)
+COLOUR_JITTER = dict(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.03)
+
+
 def augment_batch(images: torch.Tensor, generator: torch.Generator | None = None, *, enabled: bool = True,
-                  flip: bool = True, rotate: bool = True, brightness: float = 0.2, contrast: float = 0.2,
-                  saturation: float = 0.2, hue: float = 0.03) -> torch.Tensor:
+                  flip: bool = True, rotate: bool = True, brightness: float = COLOUR_JITTER["brightness"],
+                  contrast: float = COLOUR_JITTER["contrast"], saturation: float = COLOUR_JITTER["saturation"],
+                  hue: float = COLOUR_JITTER["hue"]) -> torch.Tensor:
     """Random flips, rotation by any angle and colour jitter, drawn per image, applied to the batch at once.
 
     A smear has no up, down, left or right, so every rotation and flip is a valid training image; the
@@ -275,7 +280,8 @@ def train_one_epoch(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
     start = time.perf_counter()
     for step, batch in enumerate(tqdm(batches, desc=f"epoch {epoch}", leave=False, disable=not progress), 1):
         x = images[batch.to(images.device)].to(device, non_blocking=True)
-        x = augment_batch(x, generator, enabled=cfg.augment, **_jitter(cfg.colour_jitter))
+        x = augment_batch(x, generator, enabled=cfg.augment,
+                          **{k: v * cfg.colour_jitter for k, v in COLOUR_JITTER.items()})
         x, y = normalize(x, model.normalization, precision.channels_last), labels[batch.to(device)]
         x, target = mixer(x, y) if mixer is not None else (x, y)
         with autocast_for(device, precision):
@@ -307,11 +313,6 @@ def _placed(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     if device.type == "cuda" and images.numel() > torch.cuda.mem_get_info(device)[0] // 4:
         return images
     return images.to(device)
-
-
-def _jitter(strength: float) -> dict:
-    """augment_batch's colour arguments, scaled by ``strength`` from their defaults."""
-    return dict(brightness=0.2 * strength, contrast=0.2 * strength, saturation=0.2 * strength, hue=0.03 * strength)
 
 
 def _scores(truth: torch.Tensor, predicted: torch.Tensor, total_loss: float, num_classes: int | None = None) -> dict:
