@@ -20,7 +20,7 @@ import torch
 from bloodlib import config, datasets, evaluate, experiment
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="resnet18")
     parser.add_argument("--dataset", default="bccd", help="bccd, kaggle-augmented, folder:PATH (see datasets.prepare)")
@@ -31,7 +31,7 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the model registry's)")
     parser.add_argument("--weight-decay", type=float, default=0.05)
     parser.add_argument("--label-smoothing", type=float, default=0.1)
     parser.add_argument("--jitter", type=float, default=1.0, help="colour jitter strength (TrainConfig.colour_jitter)")
@@ -42,20 +42,37 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", type=Path, default=Path("outputs/quality"))
     parser.add_argument("--log", type=Path, default=Path("outputs/quality/runs.jsonl"))
-    args = parser.parse_args()
+    parser.add_argument("--prepare-only", action="store_true", help="build the data's image cache, train nothing")
+    return parser
+
+
+def run_name(args: argparse.Namespace) -> str:
+    dataset = args.dataset.replace(":", "_").replace("/", "_")
+    lr = "registry" if args.lr is None else f"{args.lr:g}"
+    return (f"{dataset}-{args.model}-{args.mode}-{args.size}px-{args.epochs}ep-f{args.folds}x{args.repeats}"
+            f"-lr{lr}-wd{args.weight_decay:g}-ls{args.label_smoothing:g}-j{args.jitter:g}-ema{args.ema:g}"
+            f"-mix{args.mixup:g}-cut{args.cutmix:g}-b{args.batch_size}-s{args.seed}")
+
+
+def settings_for(args: argparse.Namespace) -> config.Settings:
+    return config.resolve("full", output_dir=args.out / run_name(args), dataset=args.dataset, mode=args.mode,
+                          image_size=args.size, epochs=args.epochs, folds=args.folds, repeats=args.repeats,
+                          seed=args.seed, batch_size=args.batch_size, patience=args.patience or args.epochs,
+                          bootstrap=1000)
+
+
+def main(argv=None) -> None:
+    args = parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-
-    dataset = args.dataset.replace(":", "_").replace("/", "_")
-    name = (f"{dataset}-{args.model}-{args.mode}-{args.size}px-{args.epochs}ep-f{args.folds}x{args.repeats}"
-            f"-lr{args.lr:g}-wd{args.weight_decay:g}-ls{args.label_smoothing:g}-j{args.jitter:g}-ema{args.ema:g}"
-            f"-mix{args.mixup:g}-cut{args.cutmix:g}-s{args.seed}")
-    settings = config.resolve("full", output_dir=args.out / name, dataset=args.dataset, mode=args.mode,
-                              image_size=args.size, epochs=args.epochs, folds=args.folds, repeats=args.repeats, seed=args.seed,
-                              batch_size=args.batch_size, patience=args.patience or args.epochs, bootstrap=1000)
-    prepared = datasets.prepare(settings)
+    name = run_name(args)
+    settings = settings_for(args)
+    prepared = datasets.prepare(settings, progress=not args.prepare_only)
+    if args.prepare_only:
+        return
     start = time.perf_counter()
-    run = experiment.run_model(prepared, args.model, pretrained=False, progress=False, lr=args.lr,
+    recipe = {} if args.lr is None else {"lr": args.lr}
+    run = experiment.run_model(prepared, args.model, pretrained=False, progress=False, **recipe,
                                weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
                                colour_jitter=args.jitter, ema_decay=args.ema,
                                mixup_alpha=args.mixup, cutmix_alpha=args.cutmix)
@@ -63,7 +80,8 @@ def main() -> None:
     ev = run.evaluation
     pooled = evaluate.metrics(ev.y_true, ev.y_prob, ev.classes)
     result = dict(name=name, **{k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-                  seconds=round(seconds, 1), torch_threads=torch.get_num_threads(),
+                  seconds=round(seconds, 1), torch_threads=torch.get_num_threads(), device=run.fits[0].device,
+                  precision=run.fits[0].precision, train_config=run.evaluation.extra["train_config"],
                   best_epochs=[f.best_epoch for f in run.fits],
                   validation_accuracy=float(np.mean([f.best_val["accuracy"] for f in run.fits])),
                   **{f"pooled_{k}": round(float(v), 4) for k, v in pooled.items() if np.isscalar(v)})

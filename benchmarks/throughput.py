@@ -51,14 +51,13 @@ def raw_throughput(name: str, size: tuple[int, int], batch_size: int, steps: int
         loss.backward()
         optimizer.step()
         scheduler.step()
-        return loss.item()  # the loop reads every loss too (NaN check)
+        return loss.detach()  # kept on the device, as the loop does: read once the timed steps are queued
 
-    step(), step()  # warm-up
+    float(step() + step())  # warm-up
     best = 0.0
     for _ in range(repeats):
         start = time.perf_counter()
-        for _ in range(steps):
-            step()
+        float(sum(step() for _ in range(steps)))  # waits for the device
         best = max(best, steps * batch_size / (time.perf_counter() - start))
     return best
 

@@ -43,6 +43,7 @@ def _model(name="tiny", seed=0):
 
 def _fit(data, cfg=None, **kwargs):
     cfg = cfg or TrainConfig(epochs=3, batch_size=8, lr=0.05, patience=10, seed=1)
+    kwargs.setdefault("save_every", 0)  # last.pt after every epoch: the resume tests interrupt at chosen epochs
     return fit(kwargs.pop("model", None) or _model(), data, data.indices("train"), data.indices("val"), cfg,
                progress=False, **kwargs)
 
@@ -179,6 +180,22 @@ def test_resume_continues_an_interrupted_run_exactly(tiny, data, tmp_path, extra
     assert train.read_checkpoint(tmp_path / "cut" / LAST)["state_dict"] is None
     again = _fit(data, cfg, model=_model(seed=5), out_dir=tmp_path / "cut", resume=True)
     assert again.history.drop(columns=TIMING).equals(whole.history.drop(columns=TIMING))
+
+
+def test_resume_state_written_every_save_every_seconds_still_resumes_exactly(tiny, data, tmp_path):
+    cfg = TrainConfig(epochs=4, batch_size=8, lr=0.05, patience=10, seed=1)
+    whole = _fit(data, cfg, out_dir=tmp_path / "whole")
+
+    def stop_after_3(epoch, row):
+        if epoch == 3:
+            raise RuntimeError("interrupted")
+    with pytest.raises(RuntimeError, match="interrupted"):
+        _fit(data, cfg, out_dir=tmp_path / "cut", callback=stop_after_3, save_every=3600)
+    # within the hour only the first epoch's state was written; best.pt may be newer
+    assert train.read_checkpoint(tmp_path / "cut" / LAST)["train_state"]["epoch"] == 1
+    resumed = _fit(data, cfg, model=_model(seed=123), out_dir=tmp_path / "cut", resume=True)
+    assert resumed.history.drop(columns=TIMING).equals(whole.history.drop(columns=TIMING))
+    assert resumed.best_epoch == whole.best_epoch
 
 
 def test_resume_with_another_setup_is_refused(tiny, data, tmp_path):

@@ -9,8 +9,10 @@ macro-F1 picks the best epoch and stops the run early. ``out_dir`` receives two 
   size, mode, normalisation, ...), written atomically whenever validation improves, so it survives any
   interruption;
 - ``last.pt``: everything needed to continue an interrupted run (``fit(..., resume=True)``): weights,
-  optimizer, scheduler, random state and history. Once the run ends it is replaced by a small record
-  without weights, so a finished run keeps one copy of its weights.
+  optimizer, scheduler, random state and history, written after the first epoch and then at most every
+  ``save_every`` seconds (weights plus AdamW's state are 12 bytes a parameter: 135 MB for resnet18, written
+  after every 0.2-second epoch on a GPU would dominate the run). Once the run ends it is replaced by a small
+  record without weights, so a finished run keeps one copy of its weights.
 
 Every checkpoint holds tensors and plain values only and is read with ``torch.load(weights_only=True)``.
 """
@@ -161,6 +163,7 @@ def _random_geometry(x: torch.Tensor, generator, *, flip: bool, rotate: bool) ->
 
 # RGB <-> YIQ: saturation scales the chroma (I, Q) plane and hue rotates it
 _RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+_YIQ_TO_RGB = torch.linalg.inv(_RGB_TO_YIQ)  # once: linalg.inv on a GPU waits for the device (error check)
 
 
 def _random_colour(x: torch.Tensor, generator, *, brightness: float, contrast: float, saturation: float,
@@ -178,8 +181,7 @@ def _random_colour(x: torch.Tensor, generator, *, brightness: float, contrast: f
     chroma[:, 0, 0] = 1
     chroma[:, 1, 1], chroma[:, 1, 2] = s * torch.cos(a), -s * torch.sin(a)
     chroma[:, 2, 1], chroma[:, 2, 2] = s * torch.sin(a), s * torch.cos(a)
-    to_yiq = _RGB_TO_YIQ.to(x.device)
-    matrix = torch.linalg.inv(to_yiq) @ chroma @ to_yiq
+    matrix = _YIQ_TO_RGB.to(x.device) @ chroma @ _RGB_TO_YIQ.to(x.device)
     return torch.einsum("nij,njhw->nihw", matrix, x).clamp_(0, 1)
 
 
@@ -276,7 +278,9 @@ def train_one_epoch(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
     batches = list(torch.split(order, cfg.batch_size))
     if len(batches) > 1 and len(batches[-1]) < cfg.batch_size:
         batches.pop()  # a reshuffle every epoch: no image is always left out; BatchNorm never sees 1 image
-    total_loss, predicted, truth = 0.0, [], []
+    # losses and predictions stay on the device until the epoch ends: reading one every step would make the
+    # host wait for a GPU each step instead of queueing the next (the non-finite check names the step anyway)
+    losses, predicted, truth = [], [], []
     start = time.perf_counter()
     for step, batch in enumerate(tqdm(batches, desc=f"epoch {epoch}", leave=False, disable=not progress), 1):
         x = images[batch.to(images.device)].to(device, non_blocking=True)
@@ -287,8 +291,6 @@ def train_one_epoch(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
         with autocast_for(device, precision):
             logits = model(x)
         loss = criterion(logits.float(), target)
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(epoch, step, loss.item())
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -296,12 +298,18 @@ def train_one_epoch(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
         scheduler.step()
         if ema is not None:
             ema.update(model)
-        total_loss += loss.item() * len(batch)
-        predicted.append(logits.argmax(1).cpu())
-        truth.append(y.cpu())
+        losses.append(loss.detach())
+        predicted.append(logits.detach().argmax(1))
+        truth.append(y)
+    losses = torch.stack(losses).cpu()
+    non_finite = torch.nonzero(~torch.isfinite(losses)).flatten()
+    if len(non_finite):
+        raise NonFiniteLossError(epoch, int(non_finite[0]) + 1, float(losses[non_finite[0]]))
+    sizes = torch.tensor([len(batch) for batch in batches], dtype=torch.float64)
+    total_loss = float((losses.double() * sizes).sum())
     num_classes = logits.shape[1]
     seconds = time.perf_counter() - start
-    return dict(_scores(torch.cat(truth), torch.cat(predicted), total_loss, num_classes), seconds=seconds,
+    return dict(_scores(torch.cat(truth).cpu(), torch.cat(predicted).cpu(), total_loss, num_classes), seconds=seconds,
                 images_per_second=sum(map(len, batches)) / seconds)
 
 
@@ -504,6 +512,8 @@ def _resume(path: Path, model, optimizer, scheduler, scaler, metadata: dict, ema
         raise CheckpointError(f"{path} was made with another training set-up; (saved, now): {changed}")
     state = checkpoint["train_state"]
     best = None
+    # best.pt is written at every improvement, last.pt only every save_every seconds: best.pt may come from an
+    # epoch after last.pt's, which is then trained again (the same way: its draws are seeded per epoch)
     if state["best_epoch"]:
         best, _ = load_checkpoint(path.with_name(BEST), model_name=metadata["model"], classes=metadata["classes"],
                                   image_size=metadata["image_size"])
@@ -520,14 +530,16 @@ def _resume(path: Path, model, optimizer, scheduler, scaler, metadata: dict, ema
 
 def fit(model: nn.Module, data: ImageSet, train_idx, val_idx, cfg: TrainConfig, *, out_dir: str | os.PathLike | None = None,
         metadata: dict | None = None, device: torch.device | str | None = None, resume: bool = False,
-        progress: bool = True, callback: Callable[[int, dict], None] | None = None) -> FitResult:
+        progress: bool = True, callback: Callable[[int, dict], None] | None = None,
+        save_every: float = 60.0) -> FitResult:
     """Train ``model`` (from :func:`~bloodlib.models.create_model`) on ``data[train_idx]``, select and stop on
     ``data[val_idx]``; the model ends with the best epoch's weights, in eval mode.
 
     The training positions go through ``data.training_indices`` (oversampling) and augmentation; the
     validation positions never do. ``metadata`` (e.g. mode, fold) is saved in the checkpoints; with
-    ``resume`` an interrupted run in ``out_dir`` continues where its ``last.pt`` left it. ``callback(epoch,
-    row)`` runs after each epoch. Seed the global RNG before ``create_model`` for repeatable initial weights.
+    ``resume`` an interrupted run in ``out_dir`` continues where its ``last.pt`` left it; ``last.pt`` is
+    rewritten when ``save_every`` seconds have passed since it was last written (0: after every epoch), so an
+    interruption costs at most that much training. ``callback(epoch, row)`` runs after each epoch. Seed the global RNG before ``create_model`` for repeatable initial weights.
     """
     if not hasattr(model, "model_name"):
         raise TypeError(f"fit trains models made by bloodlib.models.create_model, got a bare {type(model).__name__}")
@@ -556,7 +568,7 @@ def fit(model: nn.Module, data: ImageSet, train_idx, val_idx, cfg: TrainConfig, 
     state, best_weights = _new_state(), None
     if resume and out_dir is not None and (out_dir / LAST).is_file():
         state, best_weights = _resume(out_dir / LAST, model, optimizer, scheduler, scaler, metadata, ema)
-    started, train_images, train_time = time.perf_counter(), 0, 0.0
+    started, train_images, train_time, last_saved = time.perf_counter(), 0, 0.0, -math.inf
     epochs = tqdm(range(state["epoch"] + 1, cfg.epochs + 1), desc=model.model_name, disable=not progress)
     with deterministic():
         for epoch in epochs:
@@ -575,8 +587,9 @@ def fit(model: nn.Module, data: ImageSet, train_idx, val_idx, cfg: TrainConfig, 
             train_time += train["seconds"]
             best_weights = _update_best(state, row, judged, metadata, out_dir) or best_weights
             state["epoch"], state["stopped"] = epoch, state["bad_epochs"] >= cfg.patience
-            if out_dir is not None:
+            if out_dir is not None and time.perf_counter() - last_saved >= save_every:
                 _save_last(out_dir / LAST, model, metadata, state, optimizer, scheduler, scaler, ema)
+                last_saved = time.perf_counter()
             epochs.set_postfix(val_f1=f"{val['macro_f1']:.3f}", best=state["best_epoch"])
             if callback is not None:
                 callback(epoch, row)
