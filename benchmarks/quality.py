@@ -54,8 +54,8 @@ def run_name(args: argparse.Namespace) -> str:
             f"-mix{args.mixup:g}-cut{args.cutmix:g}-b{args.batch_size}-s{args.seed}")
 
 
-def settings_for(args: argparse.Namespace) -> config.Settings:
-    return config.resolve("full", output_dir=args.out / run_name(args), dataset=args.dataset, mode=args.mode,
+def settings_for(args: argparse.Namespace, name: str) -> config.Settings:
+    return config.resolve("full", output_dir=args.out / name, dataset=args.dataset, mode=args.mode,
                           image_size=args.size, epochs=args.epochs, folds=args.folds, repeats=args.repeats,
                           seed=args.seed, batch_size=args.batch_size, patience=args.patience or args.epochs,
                           bootstrap=1000)
@@ -66,7 +66,7 @@ def main(argv=None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     name = run_name(args)
-    settings = settings_for(args)
+    settings = settings_for(args, name)
     prepared = datasets.prepare(settings, progress=not args.prepare_only)
     if args.prepare_only:
         return
@@ -83,7 +83,7 @@ def main(argv=None) -> None:
                   seconds=round(seconds, 1), torch_threads=torch.get_num_threads(), device=run.fits[0].device,
                   precision=run.fits[0].precision, train_config=run.evaluation.extra["train_config"],
                   best_epochs=[f.best_epoch for f in run.fits],
-                  validation_accuracy=float(np.mean([f.best_val["accuracy"] for f in run.fits])),
+                  validation_accuracy=run.evaluation.extra["validation"]["accuracy"],
                   **{f"pooled_{k}": round(float(v), 4) for k, v in pooled.items() if np.isscalar(v)})
     if ev.fold is not None:
         per_fold = evaluate.fold_metrics(ev)

@@ -52,11 +52,11 @@ def cache_key(words: list[str]) -> tuple:
     return args.dataset, args.mode, args.size
 
 
-def start_caches(jobs: list[list[str]], extra: list[str]) -> dict[tuple, subprocess.Popen]:
+def start_caches(jobs: list[list[str]], keys: list[tuple], extra: list[str]) -> dict[tuple, subprocess.Popen]:
     """One ``quality.py --prepare-only`` per distinct (dataset, mode, size), all at once."""
-    firsts = {cache_key(words): words for words in jobs}
+    by_key = dict(zip(keys, jobs))  # any run of a key builds its cache
     return {key: subprocess.Popen([sys.executable, str(HERE / "quality.py"), *words, *extra, "--prepare-only"])
-            for key, words in firsts.items()}
+            for key, words in by_key.items()}
 
 
 def main(argv=None) -> pd.DataFrame:
@@ -70,17 +70,18 @@ def main(argv=None) -> pd.DataFrame:
     jobs = read_jobs(args.jobs)
     extra = ["--log", str(args.log)]
     started = time.perf_counter()
-    caches = start_caches(jobs, extra)  # a run starts once its own cache is built
+    keys = [cache_key(words) for words in jobs]
+    caches = start_caches(jobs, keys, extra)  # a run starts once its own cache is built
     args.logs.mkdir(parents=True, exist_ok=True)
     waiting, running, status = list(enumerate(jobs)), {}, {}
     while waiting or running:
         for k, words in list(waiting):
-            cache = caches[cache_key(words)]
+            cache = caches[keys[k]]
             if cache.poll() is not None and cache.returncode != 0:
                 waiting.remove((k, words))
                 status[k] = f"failed: preparing its data exited with {cache.returncode}"
                 print(f"job {k}: {status[k]}: {shlex.join(words)}", flush=True)
-        ready = [(k, words) for k, words in waiting if caches[cache_key(words)].poll() == 0]
+        ready = [(k, words) for k, words in waiting if caches[keys[k]].poll() == 0]
         while ready and len(running) < args.parallel:
             k, words = ready.pop(0)
             waiting.remove((k, words))

@@ -281,11 +281,11 @@ def train_one_epoch(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
     # losses and predictions stay on the device until the epoch ends: reading one every step would make the
     # host wait for a GPU each step instead of queueing the next (the non-finite check names the step anyway)
     losses, predicted, truth = [], [], []
+    jitter = {k: v * cfg.colour_jitter for k, v in COLOUR_JITTER.items()}
     start = time.perf_counter()
-    for step, batch in enumerate(tqdm(batches, desc=f"epoch {epoch}", leave=False, disable=not progress), 1):
+    for batch in tqdm(batches, desc=f"epoch {epoch}", leave=False, disable=not progress):
         x = images[batch.to(images.device)].to(device, non_blocking=True)
-        x = augment_batch(x, generator, enabled=cfg.augment,
-                          **{k: v * cfg.colour_jitter for k, v in COLOUR_JITTER.items()})
+        x = augment_batch(x, generator, enabled=cfg.augment, **jitter)
         x, y = normalize(x, model.normalization, precision.channels_last), labels[batch.to(device)]
         x, target = mixer(x, y) if mixer is not None else (x, y)
         with autocast_for(device, precision):
@@ -539,7 +539,8 @@ def fit(model: nn.Module, data: ImageSet, train_idx, val_idx, cfg: TrainConfig, 
     validation positions never do. ``metadata`` (e.g. mode, fold) is saved in the checkpoints; with
     ``resume`` an interrupted run in ``out_dir`` continues where its ``last.pt`` left it; ``last.pt`` is
     rewritten when ``save_every`` seconds have passed since it was last written (0: after every epoch), so an
-    interruption costs at most that much training. ``callback(epoch, row)`` runs after each epoch. Seed the global RNG before ``create_model`` for repeatable initial weights.
+    interruption costs at most that much training. ``callback(epoch, row)`` runs after each epoch. Seed the
+    global RNG before ``create_model`` for repeatable initial weights.
     """
     if not hasattr(model, "model_name"):
         raise TypeError(f"fit trains models made by bloodlib.models.create_model, got a bare {type(model).__name__}")
