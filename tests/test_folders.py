@@ -93,8 +93,9 @@ def test_kaggle_splits_follow_the_folders(kaggle):
     val = kept[kept["split"] == "val"]
     assert 0.08 < len(val) / 9957 < 0.22
     assert set(val["label"]) == set(CLASSES)
-    # full images in crop mode: the centred 240x240 square of a 320x240 image
-    assert kept["box"].iloc[0] == (40.0, 0.0, 280.0, 240.0) and (kept["wbc_boxes"] == 0).all()
+    # no annotated boxes: crop mode finds the WBC by its stain in nearly every image, else takes the centre
+    assert (kept["wbc_boxes"] == 0).all() and (kept["box_source"] == "stain").mean() > 0.99
+    assert (kept.loc[kept["box_source"] == "centre", "box"] == (40.0, 0.0, 280.0, 240.0)).all()
 
 
 def test_kaggle_no_source_smear_in_two_splits(kaggle):
@@ -202,7 +203,13 @@ def test_folder_dataset(tmp_path, smears):
     assert (pd.crosstab(kept["label"], kept["split"]) > 0).all().all()  # stratified: every class in every split
     assert kept["fold"].between(0, 2).all() and kept["group"].is_unique
     assert (result.manifest.loc[~result.manifest["kept"], "split"] == "").all()
-    assert kept["box"].iloc[0] == (80.0, 0.0, 560.0, 480.0)  # centred square of a 640x480 smear
+    # no annotated boxes: crop mode centres on the WBC found by its stain, which lies inside the VOC WBC box
+    assert (kept["box_source"] == "stain").all()
+    voc = images.wbc_boxes(data_root())
+    for file, box in zip(kept["file"], kept["box"]):
+        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        truth = voc[voc["file"] == f"dataset-master/JPEGImages/{Path(file).name}"]
+        assert ((truth["xmin"] <= cx) & (cx <= truth["xmax"]) & (truth["ymin"] <= cy) & (cy <= truth["ymax"])).any(), file
     # the table counts every step, from the files found to what is kept
     table = result.table
     assert table.loc["files found", "total"] == 28
@@ -236,7 +243,6 @@ def test_duplicates_kept_apart_never_straddle_splits(tmp_path):
     kept = result.kept
     assert kept.groupby("group")["split"].nunique().max() == 1
     assert kept["sha256"].is_unique and len(kept) == 24
-    assert kept["box"].iloc[0] == (4.0, 0.0, 28.0, 24.0)
 
 
 def test_csv_dataset(tmp_path, smears):
@@ -297,3 +303,17 @@ def test_index_is_remembered(tmp_path, monkeypatch):
     Image.new("RGB", (9, 9)).save(root / "a" / "0.png")  # changed: inspected again
     changed = folders.index_files(root, ["a/0.png"], cache=tmp_path / "index", progress=False)
     assert changed.loc[0, "width"] == 9 and changed.loc[0, "sha256"] != first.loc[0, "sha256"]
+
+
+def test_crop_mode_falls_back_to_the_centre_without_a_stained_cell(tmp_path):
+    """Images with no purple blob (not a stained smear) keep the centred square, and the manifest says so."""
+    root = tmp_path / "plain"
+    rng = np.random.default_rng(0)
+    for label in ("a", "b"):
+        (root / label).mkdir(parents=True)
+        for i in range(6):
+            grey = rng.integers(100, 200, (60, 80, 1), dtype=np.uint8).repeat(3, axis=2)
+            Image.fromarray(grey).save(root / label / f"{i}.png")
+    kept = folders.clean_folder(root, SMALL, cache=False, progress=False)[0].kept
+    assert (kept["box_source"] == "centre").all()
+    assert set(kept["box"]) == {(10.0, 0.0, 70.0, 60.0)}  # the centred square of 80 x 60

@@ -57,6 +57,39 @@ def test_damaged_cache_is_rebuilt(bccd_root, bccd_manifest, tmp_path):
     assert not list(tmp_path.glob("*.tmp"))
 
 
+def test_stain_box_finds_the_wbc_of_every_annotated_smear(bccd_root):
+    """The stain rule (for datasets without boxes) against the VOC WBC boxes of the real smears."""
+    from PIL import Image
+
+    boxes = images.wbc_boxes(bccd_root)
+    found, ratios = 0, []
+    for file, truth in boxes.groupby("file"):
+        with Image.open(bccd_root / file) as image:
+            box = images.stain_box(image)
+        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        found += ((truth["xmin"] <= cx) & (cx <= truth["xmax"]) & (truth["ymin"] <= cy) & (cy <= truth["ymax"])).any()
+        if len(truth) == 1:  # its size stands in for the VOC box's
+            ratios.append((box[2] - box[0]) / max(truth["box_width"].iloc[0], truth["box_height"].iloc[0]))
+    assert found == boxes["file"].nunique() == 358
+    assert 0.9 < np.median(ratios) < 1.1
+
+
+def test_stain_box_of_a_synthetic_cell():
+    """A purple disc off-centre among pink discs is found; an image without purple has no box."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (320, 240), (230, 225, 228))
+    draw = ImageDraw.Draw(image)
+    for x, y in ((40, 40), (60, 180), (160, 120)):
+        draw.ellipse((x - 18, y - 18, x + 18, y + 18), fill=(225, 160, 170))  # red cells: pink
+    draw.ellipse((230, 50, 290, 110), fill=(120, 70, 190))  # the nucleus: purple, centre (260, 80)
+    draw.ellipse((100, 200, 106, 206), fill=(120, 70, 190))  # a platelet: purple but small
+    box = images.stain_box(image)
+    assert box is not None and abs((box[0] + box[2]) / 2 - 260) < 3 and abs((box[1] + box[3]) / 2 - 80) < 3
+    assert 60 * 1.2 < box[2] - box[0] < 60 * 1.4  # box_per_blob times the blob
+    assert images.stain_box(Image.new("RGB", (320, 240), (225, 160, 170))) is None
+
+
 def test_crop_without_box_is_a_clear_error(bccd_root):
     path = bccd_root / "dataset-master" / "JPEGImages" / "BloodImage_00000.jpg"
     with pytest.raises(ValueError, match="BloodImage_00000.jpg: crop mode needs a WBC box"):

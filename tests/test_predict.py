@@ -84,7 +84,7 @@ def test_unusable_checkpoint_or_mode_exit_2(checkpoint, images, tmp_path, capsys
 
 
 def test_conversion_matches_the_training_cache(images, tmp_path):
-    """RGB of any mode; full: the whole image resized; crop: the centred square resized."""
+    """RGB of any mode; full: the whole image resized; crop without a stained cell: the centred square resized."""
     for name in GOOD:
         image = load_image(images[name], (12, 16), "full")
         assert image.dtype == torch.uint8 and image.shape == (3, 12, 16)
@@ -94,6 +94,24 @@ def test_conversion_matches_the_training_cache(images, tmp_path):
     assert load_image(tmp_path / "wide.png", (10, 10), "crop").min() == 255
     expected = np.asarray(Image.fromarray(wide).resize((20, 10), Image.Resampling.BILINEAR)).transpose(2, 0, 1)
     assert np.array_equal(load_image(tmp_path / "wide.png", (10, 20), "full").numpy(), expected)
+
+
+
+def test_crop_checkpoints_centre_on_the_stained_cell(tmp_path):
+    """A user's smear with its WBC in a corner: the crop is the square around the purple cell, as in training."""
+    from PIL import ImageDraw
+
+    from bloodlib import images as images_
+
+    smear = Image.new("RGB", (320, 240), (230, 225, 228))
+    ImageDraw.Draw(smear).ellipse((230, 20, 290, 80), fill=(120, 70, 190))
+    smear.save(tmp_path / "corner.png")
+    crop = load_image(tmp_path / "corner.png", (16, 16), "crop").numpy().astype(int)
+    purple = (crop[2] - crop[1] > 50).mean()
+    assert purple > 0.2  # the cell fills the crop; the centred square would hold none of it
+    box = images_.square_around(images_.stain_box(smear), 320, 240, images_.CROP_MARGIN)
+    expected = np.asarray(smear.crop(box).resize((16, 16), Image.Resampling.BILINEAR)).transpose(2, 0, 1)
+    assert np.array_equal(crop, expected)
 
 
 def test_transparency_is_laid_over_white(tmp_path):

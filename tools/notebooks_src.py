@@ -128,12 +128,19 @@ The VOC boxes of BCCD_Dataset mark every WBC. With one box the crop is a square 
 side plus a margin on each side, moved inside the smear at the edges). With two boxes the one nearest the
 smear's centre is taken. Without a box (five smears have none, two are not annotated) the image is dropped in
 both modes, so that crop and full runs use the same images and the same split.
+
+A dataset without boxes (`kaggle-augmented`, a folder of your own images) finds the WBC by its stain instead:
+the largest strongly purple blob (a nucleus) is the cell's centre, and a square 1.3 times its extent stands
+for the box (the ratio of the VOC boxes to these blobs on the BCCD smears); an image with no such blob keeps
+its centred square.
 """),
     ("code", '''
 if prepared.boxes is not None:
     display(datasets.box_rule_counts(result.manifest).to_frame())
 else:
-    print(f"{settings.dataset} has no WBC boxes: crop mode takes the centre square of each image")
+    print(f"{settings.dataset} has no WBC boxes: crop mode centres each crop on the WBC found by its stain")
+    display(result.manifest.loc[result.manifest["kept"], "box_source"].value_counts()
+            .rename({"stain": "WBC found by its stain", "centre": "none found: centred square"}).to_frame("images"))
 '''),
     ("md", """
 ## The split

@@ -31,6 +31,7 @@ import concurrent.futures
 import hashlib
 import io
 import json
+import math
 import os
 import re
 import warnings
@@ -43,14 +44,14 @@ from sklearn.model_selection import StratifiedGroupKFold
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from tqdm.auto import tqdm
 
-from . import config, fileio
+from . import config, fileio, images
 from .cleaning import Cleaning, CleaningParams
 
 KINDS = ("bccd", "kaggle-augmented", "folder", "csv")
 KAGGLE_IMAGES = "dataset2-master/images"
 KAGGLE_SUBSETS = {"TRAIN": "train", "TEST": "test", "TEST_SIMPLE": "test_simple"}  # folder -> split
 KAGGLE_NAME = re.compile(r"_(\d+)_(\d+)$")  # Keras' save_to_dir names: _<position in the pass>_<random>
-INDEX_VERSION = 1  # bump when what index_files records changes
+INDEX_VERSION = 2  # bump when what index_files records changes
 GROUPS_VERSION = 1  # bump when source_groups changes
 MAX_GROUPED = 15_000  # images per class that source_groups compares pairwise (memory grows with the square)
 
@@ -64,8 +65,8 @@ STEPS = {
     "duplicate": "drop byte-identical copies (first kept)",
     "rare_class": "drop classes too small to split",
 }
-COLUMNS = ["id", "file", "label", "raw_label", "kept", "reason", "split", "fold", "group", "box", "wbc_boxes",
-           "subset", "sha256", "width", "height", "duplicate_of"]
+COLUMNS = ["id", "file", "label", "raw_label", "kept", "reason", "split", "fold", "group", "box", "box_source",
+           "wbc_boxes", "subset", "sha256", "width", "height", "duplicate_of"]
 
 
 # ------------------------------------------------------------------------------------------ the parameter
@@ -86,9 +87,10 @@ def parse_dataset(spec: str) -> tuple[str, str | None]:
 # ------------------------------------------------------------------------------------- what each file is
 
 def inspect_file(path: Path) -> dict:
-    """One read of a file: its SHA-256, and whether it is an image that decodes (header size, status)."""
+    """One read of a file: its SHA-256, whether it is an image that decodes (header size, status) and, for
+    crop mode, the box of the WBC found by its stain (:func:`bloodlib.images.stain_box`; "" when none)."""
     data = Path(path).read_bytes()
-    record = dict(sha256=hashlib.sha256(data).hexdigest(), width=0, height=0, status="ok", detail="")
+    record = dict(sha256=hashlib.sha256(data).hexdigest(), width=0, height=0, status="ok", detail="", stain_box="")
     if Path(path).suffix.lower() not in IMG_EXTENSIONS:
         return dict(record, status="not_an_image", detail=f"extension {Path(path).suffix or '(none)'!r}")
     try:
@@ -97,11 +99,16 @@ def inspect_file(path: Path) -> dict:
         return dict(record, status="not_an_image", detail=str(err)[:200])
     with image:
         record.update(width=image.width, height=image.height)
-        try:
-            image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))  # JPEG: decode at 1/8 scale
+        scale = min(1.0, images.STAIN["work"] / max(image.width, image.height, 1))
+        try:  # JPEG: decode at the smallest scale the stain search can use
+            image.draft("RGB", (max(1, math.ceil(image.width * scale)), max(1, math.ceil(image.height * scale))))
             image.load()  # reads the whole stream: a truncated file fails here
         except Exception as err:  # any decoding failure means the same here: the image is unusable
             return dict(record, status="unreadable", detail=str(err)[:200])
+        box = images.stain_box(image)  # in the decoded (drafted) image's pixels
+        if box is not None:
+            fx, fy = record["width"] / image.width, record["height"] / image.height
+            record["stain_box"] = " ".join(f"{v * f:.1f}" for v, f in zip(box, (fx, fy, fx, fy)))
     return record
 
 
@@ -109,7 +116,8 @@ def index_files(root: Path, files: list[str], *, cache: Path | bool | None = Non
                 progress: bool = True) -> pd.DataFrame:
     """:func:`inspect_file` for ``files`` (relative to ``root``), remembered per (path, size, mtime).
 
-    Columns: file, bytes, mtime_ns, sha256, width, height, status ("ok", "not_an_image", "unreadable"), detail.
+    Columns: file, bytes, mtime_ns, sha256, width, height, status ("ok", "not_an_image", "unreadable"), detail,
+    stain_box ("xmin ymin xmax ymax" or "").
     The record lives in ``cache`` (default ``config.cache_dir()/"index"``; ``False``: none).
     """
     root = Path(root).resolve()
@@ -135,7 +143,7 @@ def index_files(root: Path, files: list[str], *, cache: Path | bool | None = Non
     return pd.DataFrame([rows[f] for f in files], columns=_INDEX_COLUMNS)
 
 
-_INDEX_COLUMNS = ["file", "bytes", "mtime_ns", "sha256", "width", "height", "status", "detail"]
+_INDEX_COLUMNS = ["file", "bytes", "mtime_ns", "sha256", "width", "height", "status", "detail", "stain_box"]
 
 
 def _index_path(root: Path, cache: Path | bool | None) -> Path | None:
@@ -151,7 +159,7 @@ def _read_index(path: Path | None) -> dict[str, dict]:
     if path is None or not path.is_file():
         return {}
     try:
-        frame = pd.read_csv(path, dtype={"file": str, "sha256": str, "status": str, "detail": str},
+        frame = pd.read_csv(path, dtype={"file": str, "sha256": str, "status": str, "detail": str, "stain_box": str},
                             keep_default_na=False)
         frame = frame[_INDEX_COLUMNS]
     except (ValueError, KeyError, pd.errors.ParserError, UnicodeDecodeError):
@@ -267,14 +275,11 @@ def _bilinear(pixels: np.ndarray, y: np.ndarray, x: np.ndarray) -> tuple[np.ndar
 
 
 def _stained_centre(pixels: np.ndarray, stain: float) -> tuple[float, float]:
-    """Centre of the largest strongly purple blob (a stained nucleus: blue well above green), else the middle."""
-    from scipy import ndimage
-
-    mask = ndimage.binary_closing(pixels[..., 2] - pixels[..., 1] > stain, iterations=2)
-    blobs, count = ndimage.label(mask)
-    if count == 0:
+    """Centre of the largest strongly purple blob (a stained nucleus), else the middle of the image."""
+    blob = images.largest_stained_blob(pixels, blue_over_green=stain, closing=2)
+    if blob is None:
         return (pixels.shape[0] - 1) / 2, (pixels.shape[1] - 1) / 2
-    ys, xs = np.nonzero(blobs == np.argmax(np.bincount(blobs.ravel())[1:]) + 1)
+    ys, xs = np.nonzero(blob)
     return float(ys.mean()), float(xs.mean())
 
 
@@ -530,7 +535,8 @@ def _clean(manifest: pd.DataFrame, root: Path, params: CleaningParams, *, source
     exists = np.array([(root / f).is_file() for f in manifest["file"]], bool)
     present = list(dict.fromkeys(manifest.loc[exists, "file"]))
     index = index_files(root, present, cache=cache, progress=progress).set_index("file")
-    for column, empty in (("sha256", ""), ("width", 0), ("height", 0), ("status", "missing"), ("detail", "")):
+    for column, empty in (("sha256", ""), ("width", 0), ("height", 0), ("status", "missing"), ("detail", ""),
+                          ("stain_box", "")):
         manifest[column] = manifest["file"].map(index[column]).fillna(empty) if len(index) else empty
     manifest["width"] = manifest["width"].astype(int)
     manifest["height"] = manifest["height"].astype(int)
@@ -559,9 +565,13 @@ def _clean(manifest: pd.DataFrame, root: Path, params: CleaningParams, *, source
     manifest["split"] = ""
     manifest["fold"] = -1
     manifest["group"] = ""
-    # no WBC boxes here: crop mode takes the centred square (from the header size, nothing decoded)
-    manifest["box"] = [_centre_square(w, h) if k else None
-                       for w, h, k in zip(manifest["width"], manifest["height"], manifest["kept"])]
+    # no annotated boxes here: crop mode centres on the WBC found by its stain, else on the image's centre
+    stained = manifest["kept"] & (manifest["stain_box"] != "")
+    manifest["box_source"] = np.where(stained, "stain", np.where(manifest["kept"], "centre", ""))
+    manifest["box"] = [(tuple(float(v) for v in box.split()) if box else _centre_square(w, h)) if k else None
+                       for w, h, box, k in zip(manifest["width"], manifest["height"], manifest["stain_box"],
+                                               manifest["kept"])]
+    manifest = manifest.drop(columns="stain_box")
     manifest["wbc_boxes"] = 0
     return manifest, _table(rows)
 

@@ -4,8 +4,10 @@ A user's image is converted the way the training cache converted the smears (see
 RGB (grayscale, palette and transparent images too; transparency over white), then
 
 - ``full`` checkpoints: the whole image resized to the checkpoint's (H, W), bilinear with antialiasing;
-- ``crop`` checkpoints: the training crops were centred on the white cell's box, and a user's image has
-  no box, so the centred square of the image is resized to (H, W): centre the cell before predicting.
+- ``crop`` checkpoints: the training crops were centred on the white cell's box; a user's image has no
+  box, so the cell is found by its stain (:func:`bloodlib.images.stain_box`, the rule crop mode uses on
+  datasets without boxes) and the square around it, grown by the checkpoint's margin, is resized to
+  (H, W). An image without a purple blob large enough (not a stained smear) falls back to its centred square.
 """
 from __future__ import annotations
 
@@ -19,20 +21,26 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from . import images
 from .train import CheckpointError, load_model, predict_proba
 
 CHUNK = 64  # images decoded and classified at a time
 
 
-def load_image(path: str | os.PathLike, image_size: tuple[int, int], mode: str) -> torch.Tensor:
+def load_image(path: str | os.PathLike, image_size: tuple[int, int], mode: str,
+               margin: float = images.CROP_MARGIN) -> torch.Tensor:
     """One image file as a uint8 3 x H x W tensor, converted like the training cache (see module doc)."""
     with Image.open(path) as image:
         image = ImageOps.exif_transpose(image)  # phone pictures: stored sideways, shown upright
         image = _to_rgb(image)
     if mode == "crop":
-        side = min(image.size)
-        left, top = (image.width - side) // 2, (image.height - side) // 2
-        image = image.crop((left, top, left + side, top + side))
+        box = images.stain_box(image)
+        if box is None:
+            side = min(image.size)
+            left, top = (image.width - side) // 2, (image.height - side) // 2
+            image = image.crop((left, top, left + side, top + side))
+        else:
+            image = image.crop(images.square_around(box, image.width, image.height, margin))
     h, w = image_size
     image = image.resize((w, h), Image.Resampling.BILINEAR)  # PIL antialiases when shrinking
     return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
@@ -54,20 +62,21 @@ def predict_files(paths: list[str | os.PathLike], model: torch.nn.Module, *, mod
     """One result per path, in order: ``{"file", "class", "probabilities"}`` or ``{"file", "error"}``."""
     metadata = model.checkpoint_metadata
     image_size, mode = tuple(metadata["image_size"]), mode or metadata.get("mode", "full")
+    margin = metadata.get("crop_margin", images.CROP_MARGIN)
     classes = metadata["classes"]
     results = []
     for start in range(0, len(paths), CHUNK):
-        images, done = [], []
+        pixels, done = [], []
         for path in paths[start:start + CHUNK]:
             result = {"file": str(path)}
             results.append(result)
             try:
-                images.append(load_image(path, image_size, mode))
+                pixels.append(load_image(path, image_size, mode, margin))
                 done.append(result)
             except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as error:
                 result["error"] = _describe(path, error)
-        if images:
-            probabilities = predict_proba(model, torch.stack(images), device=device)
+        if pixels:
+            probabilities = predict_proba(model, torch.stack(pixels), device=device)
             for result, p in zip(done, probabilities):
                 result["class"] = classes[int(p.argmax())]
                 result["probabilities"] = {c: round(float(v), 4) for c, v in zip(classes, p)}
@@ -87,8 +96,9 @@ def _describe(path, error: Exception) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = ("Print the white-blood-cell class and the class probabilities of each image. "
                           "Images are converted to RGB and resized the way the checkpoint's training images "
-                          "were. 'crop' checkpoints were trained on crops centred on the white cell; a user's "
-                          "image has no cell box, so its centred square is used: centre the cell first.")
+                          "were. 'crop' checkpoints were trained on crops centred on the white cell; in a user's "
+                          "image the cell is found by its purple stain, and an image without one is cut to "
+                          "its centred square.")
     parser.add_argument("images", nargs="+", type=Path, help="image files (JPEG, PNG, ...)")
     parser.add_argument("--checkpoint", "-c", required=True, type=Path, help="best.pt written by training")
     parser.add_argument("--mode", choices=("full", "crop"),
