@@ -12,8 +12,8 @@ def test_profile_then_dataset_defaults_then_explicit_values(tmp_path):
     kaggle = config.resolve("full", output_dir=tmp_path, dataset="kaggle-augmented", mode=None)
     for name, value in config.DATASET_DEFAULTS[("full", "kaggle-augmented")].items():
         assert getattr(kaggle, name) == value, name
-    chosen = config.resolve("full", output_dir=tmp_path, dataset="kaggle-augmented", mode="crop", epochs=3)
-    assert (chosen.mode, chosen.epochs) == ("crop", 3)  # what the user sets wins
+    chosen = config.resolve("full", output_dir=tmp_path, dataset="kaggle-augmented", mode="full", epochs=3)
+    assert (chosen.mode, chosen.epochs) == ("full", 3)  # what the user sets wins
     folder = config.resolve("smoke", output_dir=tmp_path, dataset=f"folder:{tmp_path}")
     assert folder.epochs == config.PROFILES["smoke"]["epochs"]
 
