@@ -1,4 +1,5 @@
 """Metrics against numbers worked out by hand, the bootstrap against sklearn, tests against scipy, files round-trip."""
+import dataclasses
 import json
 import math
 import warnings
@@ -122,6 +123,40 @@ def test_bootstrap_ci_contains_estimate_is_seeded_and_narrows_with_more_images()
     assert (big_width < 0.7 * width).all()
 
 
+def test_cluster_bootstrap_draws_whole_groups():
+    """Copies of one source share its weight; stratified by the group's class; a group per image is the
+    plain image bootstrap, draw for draw."""
+    y = np.repeat([0, 0, 1, 1, 1], 4)  # five sources, four copies each
+    groups = np.repeat(["a", "b", "c", "d", "e"], 4)
+    weights = E.resample_weights(y, n=200, seed=0, groups=groups)
+    for g in "abcde":
+        member = weights[:, groups == g]
+        assert (member == member[:, :1]).all()  # all copies drawn together
+    assert (weights[:, y == 0].sum(axis=1) == 8).all() and (weights[:, y == 1].sum(axis=1) == 12).all()
+    assert set(np.unique(weights[:, 0])) <= {0, 1, 2}  # a source drawn 0-2 times among its class's 2
+    singles = np.arange(len(y)).astype(str)
+    np.testing.assert_array_equal(E.resample_weights(y, n=50, seed=4, groups=singles),
+                                  E.resample_weights(y, n=50, seed=4))
+
+
+def test_cluster_intervals_are_wider_when_copies_agree():
+    """36 copies of each of 20 sources, right or wrong together: the image bootstrap pretends to 720
+    independent images, the group bootstrap knows there are 20 (its interval is far wider)."""
+    rng = np.random.default_rng(0)
+    sources = np.arange(20)
+    y_source = sources % 2
+    right = rng.random(20) < 0.75
+    y = np.repeat(y_source, 36)
+    pred = np.repeat(np.where(right, y_source, 1 - y_source), 36)
+    prob = np.eye(2)[pred] * 0.8 + 0.1
+    images = E.bootstrap_ci(y, prob, ["A", "B"], n=500, seed=0)
+    clusters = E.bootstrap_ci(y, prob, ["A", "B"], n=500, seed=0, groups=np.repeat(sources, 36))
+    assert clusters.loc["accuracy", "value"] == images.loc["accuracy", "value"]
+    width = lambda t: t.loc["accuracy", "high"] - t.loc["accuracy", "low"]  # noqa: E731
+    assert width(clusters) > 3 * width(images)
+    assert "20 source groups" in clusters.attrs["method"] and "test images" in images.attrs["method"]
+
+
 def test_fold_summary_is_a_t_interval_over_folds():
     per_fold = pd.DataFrame({"fold": [0, 1, 2], "accuracy": [.7, .8, .9], "macro_f1": [.5, .5, .5]})
     table = E.fold_summary(per_fold)
@@ -204,6 +239,10 @@ def test_save_load_round_trip_is_atomic_and_strict_json(tmp_path):
     np.testing.assert_array_equal(back.y_prob, ev.y_prob)  # exact: probabilities are written with 17 digits
     np.testing.assert_array_equal(back.ids, ev.ids)
     np.testing.assert_array_equal(back.fold, ev.fold)
+    assert back.groups is None
+    grouped = dataclasses.replace(ev, groups=np.array(["NA"] * 2 + [f"g{i}" for i in range(len(ev.ids) - 2)]))
+    again = E.load_evaluation(E.save_evaluation(grouped, tmp_path / "grouped", n=100))
+    np.testing.assert_array_equal(again.groups, grouped.groups)  # "NA" stays a name, not a missing value
     assert back.metadata() == ev.metadata() and back.classes == ev.classes and back.model == ev.model
     table = pd.read_csv(folder / "predictions.csv")
     assert list(table.columns[:3]) == ["id", "true", "pred"] and "prob_A" in table and "fold" in table

@@ -297,9 +297,12 @@ plots.training_curves(first, title=f"{model_name}: training curves ({run.splits[
 
 Each image's prediction comes from the model of the fold that held it out. Point estimates with 95%
 bootstrap confidence intervals (resampling the test images within each class); below, the metrics per fold
-with a t-interval over folds.
+with a t-interval over folds. Where the test images are augmented copies of fewer source smears
+(kaggle-augmented: 2,487 TEST images from 71 smears), whole source groups are resampled instead: the copies
+of one smear are right or wrong together, so they are one piece of evidence, not 35.
 """),
         ("code", '''
+print("intervals:", tables["headline"].attrs["method"])
 display(tables["headline"].round(3))
 if "fold_summary" in tables:
     display(tables["fold_summary"].round(3))
@@ -392,7 +395,10 @@ for split, other in further.items():
     ("md", """
 ## Paired tests
 
-`n01`: images only the first model got right; `n10`: only the second. The test looks at these alone.
+`n01`: images only the first model got right; `n10`: only the second. The test looks at these alone. It
+treats images as independent: on a test set of augmented copies (kaggle-augmented) copies of one smear agree,
+so its p-values are too small there, and the intervals above, which resample whole source smears, are the
+safer guide.
 """),
     ("code", '''
 display(result.mcnemar.round(4))

@@ -143,20 +143,29 @@ def most_confident_mistakes(y_true, y_prob, ids, classes: Sequence[str], k: int 
 
 
 # ------------------------------------------------------------------------------------------ bootstrap
-def resample_weights(y_true, *, n: int = 2000, seed: int = 0, stratified: bool = True) -> np.ndarray:
+def resample_weights(y_true, *, n: int = 2000, seed: int = 0, stratified: bool = True,
+                     groups=None) -> np.ndarray:
     """(n, n_samples) counts: how often each test image is drawn in each bootstrap resample.
 
     Stratified: each true class is resampled within itself, keeping its size. Plain: all images together.
+    ``groups`` (one id per image, e.g. the source smear of augmented copies): whole groups are drawn (a
+    cluster bootstrap, stratified by each group's class), because copies of one smear are not independent
+    evidence; without groups every image is its own group.
     """
     y = np.asarray(y_true)
+    # groups numbered in order of appearance: one group per image draws exactly what no groups draws
+    unit = np.arange(len(y)) if groups is None else pd.factorize(np.asarray(groups).astype(str))[0]
+    n_units = int(unit.max()) + 1 if len(unit) else 0
+    unit_class = np.zeros(n_units, dtype=y.dtype)
+    unit_class[unit] = y  # a group's class: its images' (the last one's, were they to differ)
     rng = np.random.default_rng(seed)
-    groups = [np.flatnonzero(y == c) for c in np.unique(y)] if stratified else [np.arange(len(y))]
-    offsets = np.arange(n)[:, None] * len(y)  # row r of the result is the slice [r*N, (r+1)*N) of the bincount
-    weights = np.zeros(n * len(y))
-    for members in groups:
+    strata = [np.flatnonzero(unit_class == c) for c in np.unique(unit_class)] if stratified else [np.arange(n_units)]
+    offsets = np.arange(n)[:, None] * n_units  # row r of the result is the slice [r*U, (r+1)*U) of the bincount
+    counts = np.zeros(n * n_units)
+    for members in strata:
         draws = members[rng.integers(0, len(members), size=(n, len(members)))]
-        weights += np.bincount((offsets + draws).ravel(), minlength=n * len(y))
-    return weights.reshape(n, len(y))
+        counts += np.bincount((offsets + draws).ravel(), minlength=n * n_units)
+    return counts.reshape(n, n_units)[:, unit]
 
 
 def _weighted_auc(weights: np.ndarray, positive: np.ndarray, score: np.ndarray) -> np.ndarray:
@@ -197,14 +206,18 @@ def weighted_metrics(weights: np.ndarray, y_true, y_prob, classes: Sequence[str]
 
 
 def bootstrap_ci(y_true, y_prob, classes: Sequence[str], *, n: int = 2000, seed: int = 0, alpha: float = 0.05,
-                 stratified: bool = True) -> pd.DataFrame:
+                 stratified: bool = True, groups=None) -> pd.DataFrame:
     """Point estimate and percentile bootstrap interval of each headline metric.
 
     Index: metric; columns: value (on the whole test set), low, high. ``attrs["method"]`` says how.
+    ``groups``: resample whole groups of images (:func:`resample_weights`); a group per image is the same
+    as none.
     """
     y, y_prob = _inputs(y_true, y_prob, classes)
     point = metrics(y, y_prob, classes)
-    weights = resample_weights(y, n=n, seed=seed, stratified=stratified)
+    if groups is not None and len(np.unique(np.asarray(groups).astype(str))) == len(y):
+        groups = None  # every image its own group: the plain image bootstrap
+    weights = resample_weights(y, n=n, seed=seed, stratified=stratified, groups=groups)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN AUC rows when no class is defined
         samples = weighted_metrics(weights, y, y_prob, classes)
@@ -212,7 +225,8 @@ def bootstrap_ci(y_true, y_prob, classes: Sequence[str], *, n: int = 2000, seed:
                 for m in HEADLINE}
     table = pd.DataFrame.from_dict(rows, orient="index", columns=["value", "low", "high"])
     table.index.name = "metric"
-    table.attrs["method"] = (f"{'stratified' if stratified else 'plain'} bootstrap of test images, n={n}, "
+    unit = "test images" if groups is None else f"the {len(np.unique(np.asarray(groups).astype(str)))} source groups of the test images"
+    table.attrs["method"] = (f"{'stratified' if stratified else 'plain'} bootstrap of {unit}, n={n}, "
                              f"seed={seed}, {100 * (1 - alpha):g}% percentile interval")
     return table
 
@@ -323,6 +337,7 @@ class Evaluation:
     ids: np.ndarray  # image id per row
     fold: np.ndarray | None = None  # cross-validation fold per row (None: a single fixed test split)
     repeat: np.ndarray | None = None  # repetition of the k-fold per row
+    groups: np.ndarray | None = None  # source group per row (augmented copies of one smear share one)
     train_seconds: float | None = None
     params: int | None = None
     flops: float | None = None  # per image, forward pass
@@ -336,10 +351,10 @@ class Evaluation:
         self.ids = np.asarray(self.ids).astype(str)
         if len(self.ids) != len(self.y_true):
             raise ValueError(f"{self.model}: {len(self.ids)} ids for {len(self.y_true)} predictions")
-        for name in ("fold", "repeat"):
+        for name, kind in (("fold", int), ("repeat", int), ("groups", str)):
             value = getattr(self, name)
             if value is not None:
-                value = np.asarray(value).astype(int)
+                value = np.asarray(value).astype(kind)
                 if len(value) != len(self.y_true):
                     raise ValueError(f"{self.model}: {len(value)} {name} ids for {len(self.y_true)} predictions")
                 setattr(self, name, value)
@@ -374,13 +389,21 @@ def _jsonable(value):
     return value
 
 
+def evaluation_ci(ev: Evaluation, *, n: int = 2000, seed: int = 0, alpha: float = 0.05) -> pd.DataFrame:
+    """:func:`bootstrap_ci` of an evaluation (each test image once), drawing whole source groups where the
+    evaluation has them (augmented copies of one smear count as one piece of evidence)."""
+    rows = ev.first_repeat()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return bootstrap_ci(ev.y_true[rows], ev.y_prob[rows], ev.classes, n=n, seed=seed, alpha=alpha,
+                            groups=None if ev.groups is None else ev.groups[rows])
+
+
 def summarize(ev: Evaluation, *, n: int = 2000, seed: int = 0, alpha: float = 0.05) -> dict:
     """Everything metrics.json holds: headline numbers with CIs, per-class table, confusion counts, folds."""
     rows = ev.first_repeat()
     y, prob = ev.y_true[rows], ev.y_prob[rows]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ci = bootstrap_ci(y, prob, ev.classes, n=n, seed=seed, alpha=alpha)
+    ci = evaluation_ci(ev, n=n, seed=seed, alpha=alpha)
     counts, _ = confusion_tables(y, prob, ev.classes)
     summary = {
         "model": ev.model, "classes": ev.classes, "n_test": int(len(rows)),
@@ -400,7 +423,8 @@ def summarize(ev: Evaluation, *, n: int = 2000, seed: int = 0, alpha: float = 0.
 
 def save_evaluation(ev: Evaluation, folder: str | os.PathLike, *, n: int = 2000, seed: int = 0,
                     alpha: float = 0.05) -> Path:
-    """Write ``folder/predictions.csv`` (id, true, pred, prob_<class>..., fold, repeat) and ``folder/metrics.json``."""
+    """Write ``folder/predictions.csv`` (id, true, pred, prob_<class>..., fold, repeat, group) and
+    ``folder/metrics.json``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     table = pd.DataFrame({"id": ev.ids, "true": np.asarray(ev.classes)[ev.y_true],
@@ -411,6 +435,8 @@ def save_evaluation(ev: Evaluation, folder: str | os.PathLike, *, n: int = 2000,
         table["fold"] = ev.fold
     if ev.repeat is not None:
         table["repeat"] = ev.repeat
+    if ev.groups is not None:
+        table["group"] = ev.groups
     fileio.write_text(folder / PREDICTIONS, table.to_csv(index=False, float_format="%.17g"))
     summary = summarize(ev, n=n, seed=seed, alpha=alpha)
     fileio.write_text(folder / METRICS, json.dumps(_jsonable(summary), indent=2, allow_nan=False) + "\n")
@@ -429,7 +455,8 @@ def load_evaluation(folder: str | os.PathLike) -> Evaluation:
         classes, model = summary["classes"], summary["model"]
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise ValueError(f"{metrics_path}: not a bloodlib metrics file ({e})") from None
-    table = pd.read_csv(predictions_path, dtype={"id": str, "true": str, "pred": str})
+    table = pd.read_csv(predictions_path, dtype={"id": str, "true": str, "pred": str, "group": str},
+                        keep_default_na=False)  # an id or group named "NA" stays a string
     needed = ["id", "true", *[f"prob_{c}" for c in classes]]
     missing = [c for c in needed if c not in table.columns]
     if missing:
@@ -444,6 +471,7 @@ def load_evaluation(folder: str | os.PathLike) -> Evaluation:
         y_prob=table[[f"prob_{c}" for c in classes]].to_numpy(float), ids=table["id"].to_numpy(),
         fold=table["fold"].to_numpy() if "fold" in table else None,
         repeat=table["repeat"].to_numpy() if "repeat" in table else None,
+        groups=table["group"].to_numpy() if "group" in table else None,
         train_seconds=meta.get("train_seconds"), params=meta.get("params"), flops=meta.get("flops"),
         throughput=meta.get("throughput"), pretrained_source=meta.get("pretrained_source"),
         extra=meta.get("extra") or {})
@@ -466,9 +494,7 @@ def comparison_table(evals: dict[str, Evaluation], *, n: int = 2000, seed: int =
     rows = {}
     for name, ev in evals.items():
         idx = ev.first_repeat()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ci = bootstrap_ci(ev.y_true[idx], ev.y_prob[idx], ev.classes, n=n, seed=seed, alpha=alpha)
+        ci = evaluation_ci(ev, n=n, seed=seed, alpha=alpha)
         row = {}
         for m in HEADLINE:
             row.update({m: ci.at[m, "value"], f"{m}_low": ci.at[m, "low"], f"{m}_high": ci.at[m, "high"]})

@@ -116,7 +116,7 @@ def run_model(prepared: Prepared, model_name: str, *, pretrained: bool | str = "
     cv = how == "cv"
     evaluation = evaluate.Evaluation(
         model=model_name, classes=data.classes, y_true=data.labels.numpy()[test], y_prob=np.concatenate(probs),
-        ids=data.rows["id"].to_numpy()[test],
+        ids=data.rows["id"].to_numpy()[test], groups=data.rows["group"].to_numpy()[test],
         fold=np.concatenate([np.full(len(s.test), s.fold) for s in splits]) if cv else None,
         repeat=np.concatenate([np.full(len(s.test), s.repeat) for s in splits]) if cv else None,
         train_seconds=float(sum(f.train_seconds for f in fits)),
@@ -145,7 +145,7 @@ def extra_test_sets(model: torch.nn.Module, data: ImageSet, main: evaluate.Evalu
         idx = data.indices(split)
         ev = dataclasses.replace(main, y_true=data.labels.numpy()[idx], ids=data.rows["id"].to_numpy()[idx],
                                  y_prob=train.predict_proba(model, data.images[torch.as_tensor(idx)]),
-                                 fold=None, repeat=None)
+                                 fold=None, repeat=None, groups=data.rows["group"].to_numpy()[idx])
         evaluate.save_evaluation(ev, settings.output_dir / "extra" / split / main.model, n=settings.bootstrap,
                                  seed=settings.seed)
         result[split] = ev
@@ -169,7 +169,7 @@ def statistics(run: ModelRun, *, n: int = 2000, seed: int = 0) -> dict[str, pd.D
     first = ev.first_repeat()
     y_true, y_prob = ev.y_true[first], ev.y_prob[first]
     tables = {
-        "headline": evaluate.bootstrap_ci(y_true, y_prob, ev.classes, n=n, seed=seed),
+        "headline": evaluate.evaluation_ci(ev, n=n, seed=seed),
         "per_class": evaluate.per_class_table(y_true, y_prob, ev.classes),
     }
     tables["confusion"], tables["confusion_normalised"] = evaluate.confusion_tables(y_true, y_prob, ev.classes)
@@ -197,9 +197,8 @@ def test_sets_table(run: ModelRun, *, n: int = 2000, seed: int = 0) -> pd.DataFr
     rows = [row("validation (early stopping, at the kept epoch)", val_images, run.evaluation.extra["validation"])]
     for name, ev in [("test" if run.protocol == "holdout" else "test (out-of-fold)", run.evaluation),
                      *run.extra_evaluations.items()]:
-        first = ev.first_repeat()
-        ci = evaluate.bootstrap_ci(ev.y_true[first], ev.y_prob[first], ev.classes, n=n, seed=seed)
-        rows.append(row(name, len(first), ci["value"].to_dict(), ci))
+        ci = evaluate.evaluation_ci(ev, n=n, seed=seed)
+        rows.append(row(name, len(ev.first_repeat()), ci["value"].to_dict(), ci))
     return pd.DataFrame(rows).set_index("evaluated on")
 
 
