@@ -2,7 +2,10 @@
 
 A test set of a few dozen cells makes every point estimate noisy, so each headline figure comes with a 95%
 *stratified* bootstrap percentile interval (test images resampled with replacement within each true class,
-so that every class keeps its count and its per-class terms stay defined). Cross-validation folds give a
+so that every class keeps its count and its per-class terms stay defined). Where test images are augmented
+copies of fewer source smears (kaggle-augmented's TEST: 2,487 images of 71 smears), whole source groups are
+drawn instead (a cluster bootstrap): copies of one smear are right or wrong together, and an interval that
+counted them as independent images would be several times too narrow. Cross-validation folds give a
 second view: mean and a t-interval over folds. Two models are compared on the *same* test images with
 McNemar's test (paired per image) and, over folds, with a paired t-test.
 
