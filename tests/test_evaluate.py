@@ -290,6 +290,34 @@ def test_pairwise_mcnemar_aligns_ids_and_refuses_different_test_sets():
         E.pairwise_mcnemar({"a": a, "e": wrong})
 
 
+def test_grouped_paired_test_counts_smears_not_copies():
+    """Six smears, 40 copies each; B gets two more smears right. McNemar on the 240 copies calls that
+    overwhelming; over smears it is 2 of 6, which 2^2 sign patterns cannot make significant (p = 0.5)."""
+    y = np.zeros(240, int)
+    groups = np.repeat(list("abcdef"), 40)
+    pred_a = np.where(np.isin(groups, ["a", "b", "c", "d"]), 1, 0)  # wrong on 4 smears
+    pred_b = np.where(np.isin(groups, ["a", "b"]), 1, 0)  # wrong on 2
+    assert E.mcnemar(y, pred_a, pred_b)["p_value"] < 1e-15
+    test = E.grouped_paired_test(y, pred_a, pred_b, groups)
+    assert (test["n01"], test["n10"], test["statistic"]) == (80, 0, 80.0)
+    assert test["p_value"] == pytest.approx(0.5) and test["method"].startswith("sign-flip permutation over 6 ")
+    # many smears: random sign patterns, seeded; a large consistent difference is significant
+    many = np.repeat(np.arange(60), 5)
+    y60, a60 = np.zeros(300, int), np.zeros(300, int)
+    b60 = np.where(many < 30, 1, 0)  # B wrong on half the smears, A on none
+    test = E.grouped_paired_test(y60, a60, b60, many, n=2000, seed=1)
+    assert test["p_value"] == pytest.approx(1 / 2001) and "2000 random patterns" in test["method"]
+    assert E.grouped_paired_test(y60, a60, a60, many)["p_value"] == 1.0
+
+
+def test_pairwise_mcnemar_switches_to_smears_when_copies_share_a_group():
+    a, b = _evaluation("a", seed=1), _evaluation("b", seed=2)
+    assert E.pairwise_mcnemar({"a": a, "b": b}).loc[0, "method"].startswith(("exact", "chi-square"))
+    for ev in (a, b):
+        ev.groups = np.repeat(np.arange(20), 3).astype(str)  # 60 test images, copies of 20 smears
+    assert E.pairwise_mcnemar({"a": a, "b": b}).loc[0, "method"].startswith("sign-flip permutation over 20 ")
+
+
 def test_pairwise_fold_tests_need_the_same_folds():
     evals = {"a": _evaluation("a", seed=1), "b": _evaluation("b", seed=2)}
     table = E.pairwise_fold_tests(evals)

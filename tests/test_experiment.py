@@ -91,6 +91,12 @@ def test_conclusion_says_plainly_when_nothing_is_significant():
     result = comparison.Comparison(table.sort_values("macro_f1", ascending=False), evaluate.pairwise_mcnemar(evals),
                                    None, evals)
     assert "no significant difference" in comparison.conclusion(result)
+    for ev in evals.values():  # the same images as copies of 10 smears: smears are compared, and it says so
+        ev.groups = np.repeat(np.arange(10), 4).astype(str)
+    result = comparison.Comparison(table, evaluate.pairwise_mcnemar(evals), None, evals)
+    text = comparison.conclusion(result)
+    assert "A paired permutation test over source smears finds **no significant difference**" in text
+    assert "count smears, not copies" in text
 
 
 def test_compare_without_runs_is_a_clear_error(tmp_path):

@@ -395,10 +395,10 @@ for split, other in further.items():
     ("md", """
 ## Paired tests
 
-`n01`: images only the first model got right; `n10`: only the second. The test looks at these alone. It
-treats images as independent: on a test set of augmented copies (kaggle-augmented) copies of one smear agree,
-so its p-values are too small there, and the intervals above, which resample whole source smears, are the
-safer guide.
+`n01`: images only the first model got right; `n10`: only the second. McNemar's test looks at these alone and
+treats images as independent. On a test set of augmented copies (kaggle-augmented: 71 smears behind 2,487
+images) copies of one smear are right or wrong together, so there the pairs are compared by a sign-flip
+permutation test over source smears instead (the `method` column says which test ran).
 """),
     ("code", '''
 display(result.mcnemar.round(4))

@@ -86,20 +86,26 @@ def conclusion(comparison: Comparison, alpha: float = ALPHA) -> str:
         lines.append(f"{other}: macro-F1 {o['macro_f1']:.3f} ({o['macro_f1_low']:.3f}–{o['macro_f1_high']:.3f})"
                      + (", its interval overlapping the best one's." if overlap else ", its interval below the best one's."))
     if len(pairs):
+        grouped = pairs["method"].str.startswith("sign-flip").any()
+        test = "a paired permutation test over source smears" if grouped else "McNemar's test"
+        short = "permutation" if grouped else "McNemar"
         significant = pairs[pairs["p_holm"] < alpha]
         if significant.empty:
-            lines.append(f"McNemar's test finds **no significant difference** between any two models on the same "
-                         f"test images (every Holm-adjusted p ≥ {alpha}): with this little data the ranking above "
-                         f"may be chance.")
+            lines.append(f"{test[0].upper() + test[1:]} finds **no significant difference** between any two models "
+                         f"on the same test images (every Holm-adjusted p ≥ {alpha}): with this little data the "
+                         f"ranking above may be chance.")
         else:
             for r in significant.itertuples():
                 better = r.model_a if r.accuracy_a > r.accuracy_b else r.model_b
-                lines.append(f"{r.model_a} vs {r.model_b}: McNemar p = {r.p_value:.3g} (Holm {r.p_holm:.3g}); "
+                lines.append(f"{r.model_a} vs {r.model_b}: {short} p = {r.p_value:.3g} (Holm {r.p_holm:.3g}); "
                              f"**{better}** is significantly more accurate.")
             rest = pairs[pairs["p_holm"] >= alpha]
             for r in rest.itertuples():
-                lines.append(f"{r.model_a} vs {r.model_b}: not significant (McNemar p = {r.p_value:.3g}, "
+                lines.append(f"{r.model_a} vs {r.model_b}: not significant ({short} p = {r.p_value:.3g}, "
                              f"Holm {r.p_holm:.3g}).")
+        if grouped:
+            lines.append("The test images are augmented copies of fewer source smears, so the paired test and the "
+                         "intervals count smears, not copies.")
     if comparison.fold_tests is not None and len(comparison.fold_tests):
         significant = comparison.fold_tests[comparison.fold_tests["p_holm"] < alpha]
         lines.append("Over folds (paired t-test of macro-F1): "

@@ -295,6 +295,38 @@ def mcnemar(y_true, pred_a, pred_b) -> dict:
     return {"n01": n01, "n10": n10, "statistic": float(statistic), "p_value": min(p_value, 1.0), "method": method}
 
 
+def grouped_paired_test(y_true, pred_a, pred_b, groups, *, n: int = 20_000, seed: int = 0) -> dict:
+    """McNemar's question (do A and B differ in accuracy on the same images?) when the images come in groups
+    that are right or wrong together, such as augmented copies of one smear: a paired sign-flip permutation
+    test over groups.
+
+    Per group, d = (images A gets right) - (images B gets right). Were the two models exchangeable, each
+    group's d would be as likely to have the other sign, so the sum of d is compared with its values under
+    every sign pattern of the groups with d != 0: all of them when there are at most 16, else ``n`` random
+    ones (seeded; p = (1 + hits) / (1 + n)). Two-sided. n01/n10 count images, as in :func:`mcnemar`.
+    """
+    y, a, b = (np.asarray(v) for v in (y_true, pred_a, pred_b))
+    if not (y.shape == a.shape == b.shape == np.shape(groups)):
+        raise ValueError(f"y_true, pred_a, pred_b and groups differ in shape: {y.shape}, {a.shape}, {b.shape}, "
+                         f"{np.shape(groups)}")
+    right_a, right_b = a == y, b == y
+    codes, names = pd.factorize(np.asarray(groups).astype(str))
+    d = np.bincount(codes, weights=right_a.astype(float) - right_b, minlength=len(names))
+    d = d[d != 0]
+    observed = abs(d.sum())
+    if len(d) == 0:
+        p_value, how = 1.0, "no group differs"
+    elif len(d) <= 16:
+        signs = 1 - 2 * ((np.arange(2 ** len(d))[:, None] >> np.arange(len(d))) & 1)
+        p_value, how = float(np.mean(np.abs(signs @ d) >= observed - 1e-9)), "exact"
+    else:
+        signs = np.random.default_rng(seed).choice([-1.0, 1.0], size=(n, len(d)))
+        p_value, how = float((1 + np.sum(np.abs(signs @ d) >= observed - 1e-9)) / (1 + n)), f"{n} random patterns"
+    return {"n01": int((~right_a & right_b).sum()), "n10": int((right_a & ~right_b).sum()),
+            "statistic": float(observed), "p_value": min(p_value, 1.0),
+            "method": f"sign-flip permutation over {len(names)} source groups ({how})"}
+
+
 def paired_fold_test(scores_a, scores_b, *, test_train_ratio: float | None = None) -> dict:
     """Paired t-test of two models' per-fold scores (same folds, same order; Series are aligned by index).
 
@@ -509,8 +541,10 @@ def comparison_table(evals: dict[str, Evaluation], *, n: int = 2000, seed: int =
     return table
 
 
-def _aligned(a: Evaluation, b: Evaluation, name_a: str, name_b: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """y_true, pred_a, pred_b on the same test images, matched by id; refuse different test sets.
+def _aligned(a: Evaluation, b: Evaluation, name_a: str, name_b: str
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """y_true, pred_a, pred_b and the source groups (A's; None without) on the same test images, matched by
+    id; refuse different test sets.
 
     Repeated k-fold predicts each image once per repeat: only the first repeat is used, so that every image
     counts once (McNemar assumes independent pairs).
@@ -532,17 +566,22 @@ def _aligned(a: Evaluation, b: Evaluation, name_a: str, name_b: str) -> tuple[np
     order_b = rows_b[keys[1].get_indexer(keys[0])]
     if not np.array_equal(a.y_true[rows_a], b.y_true[order_b]):
         raise ValueError(f"{name_a} and {name_b} disagree on the true label of the same test image(s)")
-    return a.y_true[rows_a], a.y_pred[rows_a], b.y_pred[order_b]
+    groups = None if a.groups is None else a.groups[rows_a]
+    return a.y_true[rows_a], a.y_pred[rows_a], b.y_pred[order_b], groups
 
 
 def pairwise_mcnemar(evals: dict[str, Evaluation]) -> pd.DataFrame:
-    """McNemar's test for every pair of models (same test images required), with Holm-adjusted p-values."""
+    """McNemar's test for every pair of models (same test images required), with Holm-adjusted p-values;
+    where the test images are copies of fewer source smears, :func:`grouped_paired_test` instead (McNemar
+    would count every copy as independent evidence)."""
     rows = []
     for name_a, name_b in itertools.combinations(evals, 2):
-        y, pred_a, pred_b = _aligned(evals[name_a], evals[name_b], name_a, name_b)
+        y, pred_a, pred_b, groups = _aligned(evals[name_a], evals[name_b], name_a, name_b)
+        grouped = groups is not None and len(set(groups)) < len(groups)
+        test = grouped_paired_test(y, pred_a, pred_b, groups) if grouped else mcnemar(y, pred_a, pred_b)
         rows.append({"model_a": name_a, "model_b": name_b,
                      "accuracy_a": float((pred_a == y).mean()), "accuracy_b": float((pred_b == y).mean()),
-                     **mcnemar(y, pred_a, pred_b)})
+                     **test})
     table = pd.DataFrame(rows, columns=["model_a", "model_b", "accuracy_a", "accuracy_b", "n01", "n10",
                                         "statistic", "p_value", "method"])
     table["p_holm"] = holm(table["p_value"]) if len(table) else []
