@@ -49,7 +49,8 @@ def parser() -> argparse.ArgumentParser:
 def run_name(args: argparse.Namespace) -> str:
     dataset = args.dataset.replace(":", "_").replace("/", "_")
     lr = "registry" if args.lr is None else f"{args.lr:g}"
-    return (f"{dataset}-{args.model}-{args.mode}-{args.size}px-{args.epochs}ep-f{args.folds}x{args.repeats}"
+    patience = "" if args.patience is None else f"-p{args.patience}"  # default (never stop early): unnamed
+    return (f"{dataset}-{args.model}-{args.mode}-{args.size}px-{args.epochs}ep{patience}-f{args.folds}x{args.repeats}"
             f"-lr{lr}-wd{args.weight_decay:g}-ls{args.label_smoothing:g}-j{args.jitter:g}-ema{args.ema:g}"
             f"-mix{args.mixup:g}-cut{args.cutmix:g}-b{args.batch_size}-s{args.seed}")
 
