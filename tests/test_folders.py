@@ -96,6 +96,8 @@ def test_kaggle_splits_follow_the_folders(kaggle):
     # no annotated boxes: crop mode finds the WBC by its stain in nearly every image, else takes the centre
     assert (kept["wbc_boxes"] == 0).all() and (kept["box_source"] == "stain").mean() > 0.99
     assert (kept.loc[kept["box_source"] == "centre", "box"] == (40.0, 0.0, 280.0, 240.0)).all()
+    sources = folders.box_sources(kaggle)
+    assert sources["images"].sum() == len(kept) and sources.loc["WBC found by its stain", "images"] > 12_000
 
 
 def test_kaggle_no_source_smear_in_two_splits(kaggle):

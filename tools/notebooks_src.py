@@ -92,7 +92,7 @@ split into train, validation and test happens **before** any oversampling.
     ("params", COMMON_PARAMS),
     ("code", SETUP),
     ("code", '''
-from bloodlib import cleaning
+from bloodlib import cleaning, folders
 
 prepared = datasets.prepare(settings)
 result = prepared.cleaning
@@ -139,8 +139,7 @@ if prepared.boxes is not None:
     display(datasets.box_rule_counts(result.manifest).to_frame())
 else:
     print(f"{settings.dataset} has no WBC boxes: crop mode centres each crop on the WBC found by its stain")
-    display(result.manifest.loc[result.manifest["kept"], "box_source"].value_counts()
-            .rename({"stain": "WBC found by its stain", "centre": "none found: centred square"}).to_frame("images"))
+    display(folders.box_sources(result))
 '''),
     ("md", """
 ## The split

@@ -146,6 +146,11 @@ def most_confident_mistakes(y_true, y_prob, ids, classes: Sequence[str], k: int 
 
 
 # ------------------------------------------------------------------------------------------ bootstrap
+def shares_groups(groups) -> bool:
+    """Whether some images share a source group (copies of one smear); None or one group per image: no."""
+    return groups is not None and len(pd.unique(np.asarray(groups).astype(str))) < len(groups)
+
+
 def resample_weights(y_true, *, n: int = 2000, seed: int = 0, stratified: bool = True,
                      groups=None) -> np.ndarray:
     """(n, n_samples) counts: how often each test image is drawn in each bootstrap resample.
@@ -218,8 +223,7 @@ def bootstrap_ci(y_true, y_prob, classes: Sequence[str], *, n: int = 2000, seed:
     """
     y, y_prob = _inputs(y_true, y_prob, classes)
     point = metrics(y, y_prob, classes)
-    if groups is not None and len(np.unique(np.asarray(groups).astype(str))) == len(y):
-        groups = None  # every image its own group: the plain image bootstrap
+    groups = groups if shares_groups(groups) else None  # a group per image is the plain image bootstrap
     weights = resample_weights(y, n=n, seed=seed, stratified=stratified, groups=groups)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN AUC rows when no class is defined
@@ -228,7 +232,7 @@ def bootstrap_ci(y_true, y_prob, classes: Sequence[str], *, n: int = 2000, seed:
                 for m in HEADLINE}
     table = pd.DataFrame.from_dict(rows, orient="index", columns=["value", "low", "high"])
     table.index.name = "metric"
-    unit = "test images" if groups is None else f"the {len(np.unique(np.asarray(groups).astype(str)))} source groups of the test images"
+    unit = "test images" if groups is None else f"the {len(pd.unique(groups))} source groups of the test images"
     table.attrs["method"] = (f"{'stratified' if stratified else 'plain'} bootstrap of {unit}, n={n}, "
                              f"seed={seed}, {100 * (1 - alpha):g}% percentile interval")
     return table
@@ -577,8 +581,7 @@ def pairwise_mcnemar(evals: dict[str, Evaluation]) -> pd.DataFrame:
     rows = []
     for name_a, name_b in itertools.combinations(evals, 2):
         y, pred_a, pred_b, groups = _aligned(evals[name_a], evals[name_b], name_a, name_b)
-        grouped = groups is not None and len(set(groups)) < len(groups)
-        test = grouped_paired_test(y, pred_a, pred_b, groups) if grouped else mcnemar(y, pred_a, pred_b)
+        test = grouped_paired_test(y, pred_a, pred_b, groups) if shares_groups(groups) else mcnemar(y, pred_a, pred_b)
         rows.append({"model_a": name_a, "model_b": name_b,
                      "accuracy_a": float((pred_a == y).mean()), "accuracy_b": float((pred_b == y).mean()),
                      **test})

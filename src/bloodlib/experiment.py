@@ -97,8 +97,8 @@ def run_model(prepared: Prepared, model_name: str, *, pretrained: bool | str = "
         config.seed_everything(settings.seed + i)  # the initial weights of each split, repeatable
         model = models.create_model(model_name, num_classes=len(data.classes), pretrained=pretrained)
         split_dir = out_dir / f"split-{i + 1:02d}"
-        metadata = dict(mode=settings.mode, crop_margin=settings.crop_margin, dataset=settings.dataset, split=split.name, fold=split.fold,
-                        repeat=split.repeat)
+        metadata = dict(mode=settings.mode, crop_margin=settings.crop_margin, dataset=settings.dataset,
+                        split=split.name, fold=split.fold, repeat=split.repeat)
         fit = train.fit(model, data, split.train, split.val, dataclasses.replace(cfg, seed=settings.seed + i),
                         out_dir=split_dir, metadata=metadata, resume=resume, progress=progress)
         probs.append(train.predict_proba(model, data.images[torch.as_tensor(split.test)]))

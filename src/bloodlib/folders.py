@@ -515,6 +515,12 @@ def summary(cleaning: Cleaning) -> pd.DataFrame:
     return table
 
 
+def box_sources(cleaning: Cleaning) -> pd.DataFrame:
+    """How crop mode frames the kept images of a dataset without boxes: found by the stain, or centred."""
+    names = {"stain": "WBC found by its stain", "centre": "none found: centred square"}
+    return cleaning.kept["box_source"].map(names).value_counts().to_frame("images")
+
+
 def skipped(cleaning: Cleaning) -> pd.DataFrame:
     """Every file left out and why (reason, the file it duplicates, the decoder's message), for the report."""
     columns = ["file", "raw_label", "reason", "duplicate_of", "detail"]
@@ -568,9 +574,9 @@ def _clean(manifest: pd.DataFrame, root: Path, params: CleaningParams, *, source
     # no annotated boxes here: crop mode centres on the WBC found by its stain, else on the image's centre
     stained = manifest["kept"] & (manifest["stain_box"] != "")
     manifest["box_source"] = np.where(stained, "stain", np.where(manifest["kept"], "centre", ""))
-    manifest["box"] = [(tuple(float(v) for v in box.split()) if box else _centre_square(w, h)) if k else None
-                       for w, h, box, k in zip(manifest["width"], manifest["height"], manifest["stain_box"],
-                                               manifest["kept"])]
+    boxes = [tuple(float(v) for v in box.split()) if box else images.centre_square(w, h)
+             for w, h, box in zip(manifest["width"], manifest["height"], manifest["stain_box"])]
+    manifest["box"] = [box if k else None for box, k in zip(boxes, manifest["kept"])]
     manifest = manifest.drop(columns="stain_box")
     manifest["wbc_boxes"] = 0
     return manifest, _table(rows)
@@ -587,12 +593,6 @@ def _table(rows: list[tuple[str, dict]]) -> pd.DataFrame:
     table["total"] = table.sum(axis=1)
     table.index.name = "step"
     return table
-
-
-def _centre_square(width: int, height: int) -> tuple[float, float, float, float]:
-    side = min(width, height)
-    left, top = (width - side) / 2, (height - side) / 2
-    return float(left), float(top), float(left + side), float(top + side)
 
 
 def _class_folders(folder: Path) -> list[str]:

@@ -96,6 +96,14 @@ def square_around(box: tuple[float, float, float, float], width: int, height: in
     return int(round(left)), int(round(top)), int(round(left + side)), int(round(top + side))
 
 
+def centre_square(width: int, height: int) -> tuple[float, float, float, float]:
+    """The largest centred square of a ``width`` x ``height`` image, as a box: crop mode's framing when no WBC
+    is known (grown by a margin, :func:`square_around` keeps it the same square)."""
+    side = min(width, height)
+    left, top = (width - side) / 2, (height - side) / 2
+    return float(left), float(top), float(left + side), float(top + side)
+
+
 def centre_aspect(width: int, height: int, aspect: float) -> tuple[int, int, int, int]:
     """The largest centred region of ``aspect`` (width / height): an image of another shape is cropped to the
     smears' 4:3, as torchvision's resize-then-centre-crop does, never squashed (cells keep their shape)."""

@@ -33,14 +33,9 @@ def load_image(path: str | os.PathLike, image_size: tuple[int, int], mode: str,
     with Image.open(path) as image:
         image = ImageOps.exif_transpose(image)  # phone pictures: stored sideways, shown upright
         image = _to_rgb(image)
-    if mode == "crop":
-        box = images.stain_box(image)
-        if box is None:
-            side = min(image.size)
-            left, top = (image.width - side) // 2, (image.height - side) // 2
-            image = image.crop((left, top, left + side, top + side))
-        else:
-            image = image.crop(images.square_around(box, image.width, image.height, margin))
+    if mode == "crop":  # framed like the training cache of a dataset without boxes (folders._clean)
+        box = images.stain_box(image) or images.centre_square(image.width, image.height)
+        image = image.crop(images.square_around(box, image.width, image.height, margin))
     h, w = image_size
     image = image.resize((w, h), Image.Resampling.BILINEAR)  # PIL antialiases when shrinking
     return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
