@@ -35,6 +35,8 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--weight-decay", type=float, default=0.05)
     parser.add_argument("--label-smoothing", type=float, default=0.1)
     parser.add_argument("--jitter", type=float, default=1.0, help="colour jitter strength (TrainConfig.colour_jitter)")
+    parser.add_argument("--zoom", type=float, default=0.0, help="random zoom range (TrainConfig.zoom), 0: off")
+    parser.add_argument("--shift", type=float, default=0.0, help="random shift range (TrainConfig.shift), 0: off")
     parser.add_argument("--ema", type=float, default=0.0, help="EMA decay of the weights, 0: off")
     parser.add_argument("--mixup", type=float, default=0.0, help="mixup alpha, 0: off")
     parser.add_argument("--cutmix", type=float, default=0.0, help="cutmix alpha, 0: off")
@@ -50,8 +52,9 @@ def run_name(args: argparse.Namespace) -> str:
     dataset = args.dataset.replace(":", "_").replace("/", "_")
     lr = "registry" if args.lr is None else f"{args.lr:g}"
     patience = "" if args.patience is None else f"-p{args.patience}"  # default (never stop early): unnamed
+    geometry = (f"-z{args.zoom:g}" if args.zoom else "") + (f"-sh{args.shift:g}" if args.shift else "")
     return (f"{dataset}-{args.model}-{args.mode}-{args.size}px-{args.epochs}ep{patience}-f{args.folds}x{args.repeats}"
-            f"-lr{lr}-wd{args.weight_decay:g}-ls{args.label_smoothing:g}-j{args.jitter:g}-ema{args.ema:g}"
+            f"-lr{lr}-wd{args.weight_decay:g}-ls{args.label_smoothing:g}-j{args.jitter:g}{geometry}-ema{args.ema:g}"
             f"-mix{args.mixup:g}-cut{args.cutmix:g}-b{args.batch_size}-s{args.seed}")
 
 
@@ -75,7 +78,7 @@ def main(argv=None) -> None:
     recipe = {} if args.lr is None else {"lr": args.lr}
     run = experiment.run_model(prepared, args.model, pretrained=False, progress=False, **recipe,
                                weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
-                               colour_jitter=args.jitter, ema_decay=args.ema,
+                               colour_jitter=args.jitter, zoom=args.zoom, shift=args.shift, ema_decay=args.ema,
                                mixup_alpha=args.mixup, cutmix_alpha=args.cutmix)
     seconds = time.perf_counter() - start
     ev = run.evaluation

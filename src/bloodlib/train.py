@@ -71,6 +71,8 @@ class TrainConfig:
     label_smoothing: float = 0.1
     augment: bool = True  # random flips, rotations, colour jitter (training batches only)
     colour_jitter: float = 1.0  # scales the colour jitter of augment_batch (0: geometry only)
+    zoom: float = 0.0  # > 0: random zoom by a factor in [1 / (1 + zoom), 1 + zoom] (augment_batch)
+    shift: float = 0.0  # > 0: random shift by up to this fraction of the side, on each axis (augment_batch)
     ema_decay: float = 0.0  # > 0: validate, select and keep an exponential moving average of the weights
     mixup_alpha: float = 0.0  # > 0: timm's Mixup blends pairs of training images and their labels
     cutmix_alpha: float = 0.0  # > 0: ... or pastes a patch of one into the other (with both, one per batch)
@@ -91,6 +93,8 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "patience", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} must be at least 1, got {getattr(self, name)}")
+        if not 0 <= self.zoom < 1 or not 0 <= self.shift < 0.5:
+            raise ValueError(f"TrainConfig.zoom must be in [0, 1) and shift in [0, 0.5), got {self.zoom}, {self.shift}")
         if self.mixup_alpha < 0 or self.cutmix_alpha < 0:
             raise ValueError("TrainConfig.mixup_alpha and cutmix_alpha must be >= 0")
         if not 0 <= self.ema_decay < 1:
@@ -121,20 +125,22 @@ COLOUR_JITTER = dict(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.03)
 
 
 def augment_batch(images: torch.Tensor, generator: torch.Generator | None = None, *, enabled: bool = True,
-                  flip: bool = True, rotate: bool = True, brightness: float = COLOUR_JITTER["brightness"],
-                  contrast: float = COLOUR_JITTER["contrast"], saturation: float = COLOUR_JITTER["saturation"],
-                  hue: float = COLOUR_JITTER["hue"]) -> torch.Tensor:
-    """Random flips, rotation by any angle and colour jitter, drawn per image, applied to the batch at once.
+                  flip: bool = True, rotate: bool = True, zoom: float = 0.0, shift: float = 0.0,
+                  brightness: float = COLOUR_JITTER["brightness"], contrast: float = COLOUR_JITTER["contrast"],
+                  saturation: float = COLOUR_JITTER["saturation"], hue: float = COLOUR_JITTER["hue"]) -> torch.Tensor:
+    """Random flips, rotation by any angle, optional zoom and shift, and colour jitter, drawn per image,
+    applied to the batch at once.
 
-    A smear has no up, down, left or right, so every rotation and flip is a valid training image; the
-    jitter imitates stain and illumination differences. Same dtype and shape out as in (uint8 stays uint8);
-    the identity when ``enabled`` is False. Random numbers come from ``generator`` (CPU) for repeatability.
+    A smear has no up, down, left or right, so every rotation and flip is a valid training image; zoom and
+    shift imitate a WBC box drawn a little larger, smaller or off-centre; the jitter imitates stain and
+    illumination differences. Same dtype and shape out as in (uint8 stays uint8); the identity when
+    ``enabled`` is False. Random numbers come from ``generator`` (CPU) for repeatability.
     """
     if not enabled:
         return images
     x = images.float() / 255 if images.dtype == torch.uint8 else images.float()
-    if flip or rotate:
-        x = _random_geometry(x, generator, flip=flip, rotate=rotate)
+    if flip or rotate or zoom or shift:
+        x = _random_geometry(x, generator, flip=flip, rotate=rotate, zoom=zoom, shift=shift)
     x = _random_colour(x, generator, brightness=brightness, contrast=contrast, saturation=saturation, hue=hue)
     if images.dtype == torch.uint8:
         return x.mul_(255).round_().clamp_(0, 255).to(torch.uint8)
@@ -145,17 +151,26 @@ def _uniform(n: int, low: float, high: float, generator: torch.Generator | None,
     return (torch.rand(n, generator=generator) * (high - low) + low).to(device)
 
 
-def _random_geometry(x: torch.Tensor, generator, *, flip: bool, rotate: bool) -> torch.Tensor:
-    """One affine matrix per image (rotation about the centre, then flips), one ``grid_sample`` call."""
+def _random_geometry(x: torch.Tensor, generator, *, flip: bool, rotate: bool, zoom: float = 0.0,
+                     shift: float = 0.0) -> torch.Tensor:
+    """One affine matrix per image (rotation about the centre, flips, zoom, shift), one ``grid_sample`` call.
+
+    Zoom and shift draw their random numbers only when asked for, so runs without them repeat earlier runs.
+    """
     n, _, h, w = x.shape
     angle = _uniform(n, 0, 2 * math.pi, generator, x.device) if rotate else torch.zeros(n, device=x.device)
     fx, fy = (torch.ones(n, device=x.device),) * 2
     if flip:
         fx, fy = (torch.where(_uniform(n, 0, 1, generator, x.device) < 0.5, -1.0, 1.0) for _ in range(2))
-    cos, sin = torch.cos(angle), torch.sin(angle)
+    # the grid maps output to input pixels: sampling a window 1/z of the side shows the image z times larger;
+    # the zoom factor is drawn log-uniformly so that zooming in and out are equally likely
+    inverse_zoom = torch.exp(_uniform(n, -math.log1p(zoom), math.log1p(zoom), generator, x.device)) if zoom else 1.0
+    tx, ty = ((_uniform(n, -2 * shift, 2 * shift, generator, x.device) for _ in range(2)) if shift
+              else (torch.zeros(n, device=x.device),) * 2)
+    cos, sin = torch.cos(angle) * inverse_zoom, torch.sin(angle) * inverse_zoom
     # affine_grid works in [-1, 1] coordinates on both axes: rescale so that the rotation is one in pixels
-    theta = torch.stack([torch.stack([cos * fx, -sin * fy * h / w, torch.zeros_like(cos)], 1),
-                         torch.stack([sin * fx * w / h, cos * fy, torch.zeros_like(cos)], 1)], 1)
+    theta = torch.stack([torch.stack([cos * fx, -sin * fy * h / w, tx], 1),
+                         torch.stack([sin * fx * w / h, cos * fy, ty], 1)], 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     # corners rotated in from outside the image are filled by reflection: more smear, not black wedges
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
@@ -285,7 +300,7 @@ def train_one_epoch(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
     start = time.perf_counter()
     for batch in tqdm(batches, desc=f"epoch {epoch}", leave=False, disable=not progress):
         x = images[batch.to(images.device)].to(device, non_blocking=True)
-        x = augment_batch(x, generator, enabled=cfg.augment, **jitter)
+        x = augment_batch(x, generator, enabled=cfg.augment, zoom=cfg.zoom, shift=cfg.shift, **jitter)
         x, y = normalize(x, model.normalization, precision.channels_last), labels[batch.to(device)]
         x, target = mixer(x, y) if mixer is not None else (x, y)
         with autocast_for(device, precision):
