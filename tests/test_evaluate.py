@@ -79,6 +79,27 @@ def test_most_confident_mistakes():
     np.testing.assert_allclose(table["p_true"], [.3, .45, .4])
 
 
+def test_most_confident_mistakes_show_one_image_per_source_group():
+    # images 3 and 9 (confidences .6 and .55) are copies of one smear: only the surer one is shown
+    groups = ["s0", "s0", "s0", "g", "s1", "s1", "s2", "s3", "s3", "g"]
+    table = E.most_confident_mistakes(Y, P, [f"img{i}" for i in range(10)], CLASSES, k=8, groups=groups)
+    assert list(table["id"]) == ["img3", "img6"]
+    assert list(E.most_confident_mistakes(Y, P, list(range(10)), CLASSES, k=1, groups=groups)["id"]) == [3]
+
+
+def test_errors_by_group_counts_each_smears_errors_by_hand():
+    # errors: image 3 (A->B) and 6 (B->A) in group x, image 9 (C->B) in group y; groups z, w are all right
+    groups = ["x", "x", "z", "x", "w", "w", "x", "y", "y", "y"]
+    table = E.errors_by_group(Y, P, groups, CLASSES)
+    assert list(table["group"]) == ["x", "y"] and list(table["errors"]) == [2, 1]
+    assert list(table["images"]) == [4, 3]
+    np.testing.assert_allclose(table["accuracy"], [1 - 2 / 4, 1 - 1 / 3])
+    np.testing.assert_allclose(table["share_of_errors"], [2 / 3, 1 / 3])
+    assert table.loc[1, "true"] == "C" and table.loc[1, "mostly_predicted_as"] == "B"
+    right = E.errors_by_group(Y, np.eye(3)[Y], groups, CLASSES)
+    assert right.empty and "share_of_errors" in right.columns
+
+
 def _random_predictions(n: int = 300, seed: int = 0, ties: bool = True):
     rng = np.random.default_rng(seed)
     y = rng.choice(4, n, p=[.55, .27, .1, .08])

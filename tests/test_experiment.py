@@ -145,3 +145,16 @@ def test_the_registry_recipe_applies_and_the_caller_wins(tmp_path, monkeypatch):
         with pytest.raises(ZeroDivisionError):
             experiment.run_model(prepared, "efficientnet_b0", pretrained=False, progress=False, **overrides)
     assert seen == [3e-3, 1e-4]
+
+
+def test_errors_by_source_only_where_test_images_share_sources():
+    from types import SimpleNamespace
+
+    y = np.array([0, 0, 0, 1, 1, 1])
+    prob = np.eye(2)[[0, 1, 1, 1, 1, 0]]  # two errors in smear s0's copies, one in s1's
+    def run_with(groups):
+        return SimpleNamespace(evaluation=evaluate.Evaluation("m", ["A", "B"], y, prob, ids=range(6), groups=groups))
+    table = experiment.errors_by_source(run_with(["s0", "s0", "s0", "s1", "s1", "s1"]))
+    assert list(table["group"]) == ["s0", "s1"] and list(table["errors"]) == [2, 1]
+    assert experiment.errors_by_source(run_with([f"img{i}" for i in range(6)])) is None  # BCCD: one image each
+    assert experiment.errors_by_source(run_with(None)) is None

@@ -340,12 +340,30 @@ experiment.gradcam_figure(run, data, per_class=settings.gradcam_per_class, seed=
         ("md", """
 ## The most confident mistakes
 
-The wrong predictions the model was surest of: label noise, ambiguous cells, or a systematic confusion.
+The wrong predictions the model was surest of: label noise, ambiguous cells, or a systematic confusion. Where
+the test images are augmented copies of fewer smears, one image per smear, so that one misread smear does not
+fill the grid with copies of itself.
 """),
         ("code", '''
 mistakes, figure = experiment.mistakes_figure(run, data, k=8)
 display(mistakes.round(3))
 figure
+'''),
+        ("md", """
+## Errors by source smear
+
+On a test set of augmented copies (kaggle-augmented's TEST) each smear stands behind tens of images, and a
+few misread smears can hold most of the errors: one monocyte smear of 155 copies is 6 points of accuracy.
+The table lists every source smear with an error, the most errors first.
+"""),
+        ("code", '''
+by_source = experiment.errors_by_source(run)
+if by_source is None:
+    print("Every test image is its own source image: the confusion matrix above says where the errors are.")
+else:
+    print(f"{len(by_source)} source smears hold all {by_source['errors'].sum()} errors; the first three hold "
+          f"{by_source['share_of_errors'].head(3).sum():.0%} of them.")
+    display(by_source.round(3))
 '''),
     ]
 

@@ -129,12 +129,20 @@ def confusion_tables(y_true, y_prob, classes: Sequence[str]) -> tuple[pd.DataFra
     return tables[0], tables[1]
 
 
-def most_confident_mistakes(y_true, y_prob, ids, classes: Sequence[str], k: int = 8) -> pd.DataFrame:
-    """The ``k`` wrong predictions the model was surest of: the images worth looking at first."""
+def most_confident_mistakes(y_true, y_prob, ids, classes: Sequence[str], k: int = 8, groups=None) -> pd.DataFrame:
+    """The ``k`` wrong predictions the model was surest of: the images worth looking at first.
+
+    With ``groups`` (the source smear of augmented copies) at most one image per group is shown, its most
+    confident mistake: otherwise one misread smear can fill the table with copies of itself.
+    """
     y, y_prob = _inputs(y_true, y_prob, classes)
     pred = y_prob.argmax(axis=1)
     wrong = np.flatnonzero(pred != y)
-    order = wrong[np.argsort(-y_prob[wrong, pred[wrong]], kind="stable")][:k]
+    order = wrong[np.argsort(-y_prob[wrong, pred[wrong]], kind="stable")]
+    if groups is not None:
+        _, first = np.unique(np.asarray(groups).astype(str)[order], return_index=True)
+        order = order[np.sort(first)]  # each group's first (most confident) mistake, still by confidence
+    order = order[:k]
     return pd.DataFrame({
         "position": order,
         "id": np.asarray(ids)[order],
@@ -143,6 +151,32 @@ def most_confident_mistakes(y_true, y_prob, ids, classes: Sequence[str], k: int 
         "confidence": y_prob[order, pred[order]],
         "p_true": y_prob[order, y[order]],
     })
+
+
+def errors_by_group(y_true, y_prob, groups, classes: Sequence[str]) -> pd.DataFrame:
+    """Per source group with at least one error: its class, images, accuracy, the most frequent wrong answer
+    and the group's share of all the test set's errors; the groups with the most errors first.
+
+    On a test set of augmented copies a few misread smears can hold most of the errors: this says how many.
+    """
+    y, y_prob = _inputs(y_true, y_prob, classes)
+    pred = y_prob.argmax(axis=1)
+    frame = pd.DataFrame({"group": np.asarray(groups).astype(str), "true": np.asarray(classes)[y],
+                          "predicted": np.asarray(classes)[pred], "wrong": pred != y})
+    total = int(frame["wrong"].sum())
+    columns = ["group", "true", "images", "errors", "accuracy", "mostly_predicted_as", "share_of_errors"]
+    if total == 0:
+        return pd.DataFrame(columns=columns)
+    rows = []
+    for group, part in frame.groupby("group", sort=False):
+        errors = int(part["wrong"].sum())
+        if errors:
+            rows.append(dict(group=group, true=part["true"].mode().iloc[0], images=len(part), errors=errors,
+                             accuracy=1 - errors / len(part),
+                             mostly_predicted_as=part.loc[part["wrong"], "predicted"].mode().iloc[0],
+                             share_of_errors=errors / total))
+    table = pd.DataFrame(rows, columns=columns).sort_values(["errors", "group"], ascending=[False, True])
+    return table.reset_index(drop=True)
 
 
 # ------------------------------------------------------------------------------------------ bootstrap

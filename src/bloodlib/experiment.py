@@ -214,13 +214,25 @@ def gradcam_figure(run: ModelRun, data: ImageSet, *, per_class: int = 2, seed: i
                                   title=f"Grad-CAM, {run.model_name}: true / predicted (p), held-out images")
 
 
+def errors_by_source(run: ModelRun) -> pd.DataFrame | None:
+    """The source smears behind the test errors (:func:`evaluate.errors_by_group`), or None where every test
+    image is its own source (BCCD): there the confusion matrix already says it."""
+    ev = run.evaluation
+    if not evaluate.shares_groups(ev.groups):
+        return None
+    first = ev.first_repeat()
+    return evaluate.errors_by_group(ev.y_true[first], ev.y_prob[first], ev.groups[first], ev.classes)
+
+
 def mistakes_figure(run: ModelRun, data: ImageSet, k: int = 8):
     """The test images the model got wrong with the highest confidence, and what it said."""
     from . import plots
 
     ev = run.evaluation
     first = ev.first_repeat()
-    table = evaluate.most_confident_mistakes(ev.y_true[first], ev.y_prob[first], ev.ids[first], ev.classes, k=k)
+    groups = ev.groups[first] if evaluate.shares_groups(ev.groups) else None  # one mistake per source smear
+    table = evaluate.most_confident_mistakes(ev.y_true[first], ev.y_prob[first], ev.ids[first], ev.classes, k=k,
+                                             groups=groups)
     if table.empty:
         return table, None
     by_id = pd.Series(np.arange(len(data)), index=data.rows["id"].to_numpy())
