@@ -96,6 +96,7 @@ def test_errors_by_group_counts_each_smears_errors_by_hand():
     np.testing.assert_allclose(table["accuracy"], [1 - 2 / 4, 1 - 1 / 3])
     np.testing.assert_allclose(table["share_of_errors"], [2 / 3, 1 / 3])
     assert table.loc[1, "true"] == "C" and table.loc[1, "mostly_predicted_as"] == "B"
+    assert table.attrs["summary"] == "2 of 4 source groups hold all 3 errors; the three with the most hold 100%."
     right = E.errors_by_group(Y, np.eye(3)[Y], groups, CLASSES)
     assert right.empty and "share_of_errors" in right.columns
 

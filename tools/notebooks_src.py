@@ -361,8 +361,7 @@ by_source = experiment.errors_by_source(run)
 if by_source is None:
     print("Every test image is its own source image: the confusion matrix above says where the errors are.")
 else:
-    print(f"{len(by_source)} source smears hold all {by_source['errors'].sum()} errors; the first three hold "
-          f"{by_source['share_of_errors'].head(3).sum():.0%} of them.")
+    print(by_source.attrs["summary"])
     display(by_source.round(3))
 '''),
     ]

@@ -155,28 +155,26 @@ def most_confident_mistakes(y_true, y_prob, ids, classes: Sequence[str], k: int 
 
 def errors_by_group(y_true, y_prob, groups, classes: Sequence[str]) -> pd.DataFrame:
     """Per source group with at least one error: its class, images, accuracy, the most frequent wrong answer
-    and the group's share of all the test set's errors; the groups with the most errors first.
+    and the group's share of all the test set's errors; the groups with the most errors first. A sentence
+    saying how concentrated the errors are is in ``attrs["summary"]``.
 
     On a test set of augmented copies a few misread smears can hold most of the errors: this says how many.
     """
     y, y_prob = _inputs(y_true, y_prob, classes)
     pred = y_prob.argmax(axis=1)
     frame = pd.DataFrame({"group": np.asarray(groups).astype(str), "true": np.asarray(classes)[y],
-                          "predicted": np.asarray(classes)[pred], "wrong": pred != y})
-    total = int(frame["wrong"].sum())
-    columns = ["group", "true", "images", "errors", "accuracy", "mostly_predicted_as", "share_of_errors"]
-    if total == 0:
-        return pd.DataFrame(columns=columns)
-    rows = []
-    for group, part in frame.groupby("group", sort=False):
-        errors = int(part["wrong"].sum())
-        if errors:
-            rows.append(dict(group=group, true=part["true"].mode().iloc[0], images=len(part), errors=errors,
-                             accuracy=1 - errors / len(part),
-                             mostly_predicted_as=part.loc[part["wrong"], "predicted"].mode().iloc[0],
-                             share_of_errors=errors / total))
-    table = pd.DataFrame(rows, columns=columns).sort_values(["errors", "group"], ascending=[False, True])
-    return table.reset_index(drop=True)
+                          "predicted": np.asarray(classes)[pred]})
+    wrong = frame[pred != y]
+    table = wrong.groupby("group").agg(true=("true", "first"), errors=("predicted", "size"),
+                                       mostly_predicted_as=("predicted", lambda p: p.mode().iloc[0]))
+    table.insert(1, "images", frame.groupby("group").size().reindex(table.index))
+    table["accuracy"] = 1 - table["errors"] / table["images"]
+    table["share_of_errors"] = table["errors"] / max(len(wrong), 1)
+    table = (table.reset_index().sort_values(["errors", "group"], ascending=[False, True], ignore_index=True)
+             [["group", "true", "images", "errors", "accuracy", "mostly_predicted_as", "share_of_errors"]])
+    table.attrs["summary"] = (f"{len(table)} of {frame['group'].nunique()} source groups hold all {len(wrong)} "
+                              f"errors; the three with the most hold {table['share_of_errors'].head(3).sum():.0%}.")
+    return table
 
 
 # ------------------------------------------------------------------------------------------ bootstrap
