@@ -9,7 +9,7 @@ BLOODLIB_DATA ?= $(SHARED_DATA)
 export BLOODLIB_DATA
 ARGS ?=
 
-.PHONY: venv report smoke test unit notebooks benchmark lab clean
+.PHONY: venv test-venv report smoke test unit notebooks sync benchmark lab clean
 
 venv: $(VENV)/.installed
 
@@ -19,6 +19,13 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet -r requirements.txt
 	$(PY) -m pip install --quiet --no-deps -e .
 	$(PY) -m ipykernel install --sys-prefix --name bloodcells --display-name "Python (bloodcells)"
+	touch $@
+
+# pytest, nbmake and selenium on top of the study's packages: only the test targets need them.
+test-venv: $(VENV)/.test-installed
+
+$(VENV)/.test-installed: requirements-test.txt $(VENV)/.installed
+	$(PY) -m pip install --quiet -r requirements-test.txt
 	touch $@
 
 ## make report [PROFILE=smoke] [ARGS="-p image_size 96 -p epochs 40"]: run notebooks 01-07, render report/
@@ -31,17 +38,21 @@ smoke:
 ## make test: unit tests, then every notebook under nbmake with the smoke profile
 test: unit notebooks
 
-unit: venv
+unit: test-venv
 	$(PY) -m pytest tests
 
-notebooks: venv
-	BLOODLIB_PROFILE=smoke BLOODLIB_OUTPUT=$(CURDIR)/outputs/nbmake $(PY) -m pytest --nbmake --nbmake-timeout=900 notebooks/
+notebooks: test-venv
+	BLOODLIB_PROFILE=smoke BLOODLIB_OUTPUT=$(CURDIR)/outputs/nbmake BLOODLIB_CACHE=$(CURDIR)/outputs/nbmake/cache $(PY) -m pytest --nbmake --nbmake-timeout=900 notebooks/
 
 benchmark: venv
 	$(PY) benchmarks/throughput.py
 
 lab: venv
 	$(VENV)/bin/jupyter lab notebooks/
+
+## make sync: after editing a notebook's .py (or its .ipynb outside JupyterLab), bring its pair up to date
+sync: venv
+	$(VENV)/bin/jupytext --sync notebooks/[0-9][0-9]_*.ipynb
 
 clean:
 	rm -rf outputs .pytest_cache

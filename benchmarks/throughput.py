@@ -23,9 +23,12 @@ import torch
 from torch import nn
 
 from bloodlib import config
+from bloodlib.augment import augment_batch, normalize
 from bloodlib.models import create_model
-from bloodlib.train import (TrainConfig, autocast_for, augment_batch, choose_precision, fit, make_optimizer, normalize,
-                            toy_imageset)
+from bloodlib.precision import autocast_for, choose_precision
+from bloodlib.synthetic import toy_imageset
+from bloodlib.config import TrainConfig
+from bloodlib.train import fit, make_optimizer
 
 
 def raw_throughput(name: str, size: tuple[int, int], batch_size: int, steps: int, device: torch.device,
@@ -34,7 +37,7 @@ def raw_throughput(name: str, size: tuple[int, int], batch_size: int, steps: int
     config.seed_everything(0)
     model = create_model(name, 4, pretrained=False).to(device).train()
     cfg = TrainConfig(epochs=1, batch_size=batch_size)
-    precision = choose_precision(name, device, cfg)
+    precision = choose_precision(name, device)
     if precision.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer, scheduler = make_optimizer(model, cfg, steps * repeats + 2)

@@ -19,8 +19,8 @@
 # `labels.csv` has 411 rows for 366 smears. The seed study kept only images with exactly one labelled WBC
 # class, dropped BASOPHIL (3 images: too few to learn or to split), deleted 10% of the neutrophils to soften the
 # imbalance, and trained the rarer classes several times. Here the same rules run as one pure, seeded function
-# (`bloodlib.cleaning.clean`): each step is counted per class, every dropped row keeps its reason, and the
-# split into train, validation and test happens **before** any oversampling.
+# (`bloodlib.cleaning.clean`): each step is counted per class, and every dropped row keeps its reason. The kept
+# images are then split, **before** any oversampling, into the very splits the training notebooks use.
 
 # %% tags=["parameters"]
 profile = None      # "smoke" (seconds, for CI) or "full" (the study); None: $BLOODLIB_PROFILE, else "full"
@@ -30,6 +30,8 @@ dataset = "bccd"    # "bccd" (the smears with labels.csv), "kaggle-augmented", "
 mode = None         # "crop": a square around the WBC; "full": the whole smear (4:3); None: the dataset's default
 image_size = None   # pixels (the short side); None: the profile's
 seed = 42
+folds = None        # cross-validation folds (None: the profile's; 1: a holdout split)
+repeats = None      # repetitions of the k-fold with other shuffles
 
 # %%
 import pandas as pd
@@ -37,14 +39,13 @@ from IPython.display import display
 
 from bloodlib import config, datasets, plots
 
-settings = config.resolve(profile=profile, data_dir=data_dir, output_dir=output_dir, dataset=dataset,
-                          mode=mode, image_size=image_size, seed=seed)
+settings = config.resolve(**config.notebook_parameters(globals()))
 plots.set_style()
 pd.set_option("display.width", 120)
 settings
 
 # %%
-from bloodlib import cleaning, folders
+from bloodlib import folders, splits
 
 prepared = datasets.prepare(settings)
 result = prepared.cleaning
@@ -94,16 +95,30 @@ else:
     display(folders.box_sources(result))
 
 # %% [markdown]
-# ## The split
+# ## The splits the models are trained and tested on
 #
-# A stratified train / validation / test split (70 / 15 / 15), and a stratified k-fold id for the
-# cross-validated comparison. The oversampling of rare classes ("train the less-amount classes multiple times")
-# repeats training images only, by `round(largest class / class count)`; validation and test images are used
-# once, as they are.
+# Every training notebook of this run trains on exactly these splits: they are made once, by
+# `bloodlib.splits.plan`, from the kept images, their classes and their groups (copies of one source image
+# share a group and never straddle a boundary). With cross-validation (`folds > 1`, BCCD's protocol) every image
+# is tested once per repeat by a model that never saw it, and a stratified validation part of the training
+# folds (never the test fold) chooses the epoch; a dataset with its own test set (kaggle-augmented's TEST)
+# keeps it, and a validation part of its training images chooses the epoch. The manifest
+# (`data/manifest.csv`) records, per repeat, the fold each image is tested in (`test_fold_r1`, ...), or its
+# part of a holdout split (`split`).
 
 # %%
-display(cleaning.summary(result))
-datasets.oversampling_table(prepared.data)
+print(f"protocol: {prepared.protocol}, {len(prepared.splits)} split(s)")
+splits.table(prepared.splits, prepared.data.labels, prepared.data.classes)
+
+# %% [markdown]
+# ## Oversampling, per training part
+#
+# The seed's "train the less-amount classes multiple times" repeats the training images of each rare class
+# `round(largest class / class count)` times, the factors computed from each split's training part alone;
+# validation and test images are used once, as they are.
+
+# %%
+datasets.oversampling_table(prepared.data, prepared.splits)
 
 # %% [markdown]
 # ## Distribution after cleaning

@@ -28,6 +28,8 @@ dataset = "bccd"    # "bccd" (the smears with labels.csv), "kaggle-augmented", "
 mode = None         # "crop": a square around the WBC; "full": the whole smear (4:3); None: the dataset's default
 image_size = None   # pixels (the short side); None: the profile's
 seed = 42
+folds = None        # cross-validation folds (None: the profile's; 1: a holdout split)
+repeats = None      # repetitions of the k-fold with other shuffles
 
 # %%
 import pandas as pd
@@ -35,8 +37,7 @@ from IPython.display import display
 
 from bloodlib import config, datasets, plots
 
-settings = config.resolve(profile=profile, data_dir=data_dir, output_dir=output_dir, dataset=dataset,
-                          mode=mode, image_size=image_size, seed=seed)
+settings = config.resolve(**config.notebook_parameters(globals()))
 plots.set_style()
 pd.set_option("display.width", 120)
 settings

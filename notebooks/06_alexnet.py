@@ -37,10 +37,28 @@ image_size = None   # pixels (the short side); None: the profile's
 seed = 42
 model_name = "alexnet"  # any name of bloodlib.models.list_models()
 pretrained = "auto"  # "auto": ImageNet weights when they can be fetched, else from scratch (with a warning)
-epochs = None       # None: the profile's
-batch_size = None
-folds = None        # cross-validation folds (None: the profile's; 1: the fixed train/val/test split)
+folds = None        # cross-validation folds (None: the profile's; 1: a holdout split)
 repeats = None      # repetitions of the k-fold with other shuffles
+# The training recipe (bloodlib.config.TrainConfig); None: the layered default (base recipe, profile,
+# dataset, then this model's recipe in config.MODEL_RECIPES)
+epochs = None
+batch_size = None
+lr = None               # peak learning rate of the one-cycle schedule
+weight_decay = None     # AdamW; biases and norm layers are not decayed
+warmup = None           # fraction of the steps spent warming up
+patience = None         # epochs without a better validation macro-F1 before stopping
+label_smoothing = None
+augment = None          # random flips, rotations and colour jitter of the training batches
+colour_jitter = None    # strength of the colour jitter (0: geometry only)
+zoom = None             # > 0: random zoom range
+shift = None            # > 0: random shift, a fraction of the side
+ema_decay = None        # > 0: keep an exponential moving average of the weights
+mixup_alpha = None
+cutmix_alpha = None
+oversample = None       # repeat the rare classes in the training part
+eval_batch_size = None
+channels_last = None    # None: chosen for the device
+cpu_bf16 = None         # None: chosen for the CPU and model
 
 # %%
 import pandas as pd
@@ -48,21 +66,19 @@ from IPython.display import display
 
 from bloodlib import config, datasets, plots
 
-settings = config.resolve(profile=profile, data_dir=data_dir, output_dir=output_dir, dataset=dataset,
-                          mode=mode, image_size=image_size, seed=seed, epochs=epochs,
-                          batch_size=batch_size, folds=folds, repeats=repeats)
+settings = config.resolve(**config.notebook_parameters(globals()))
 plots.set_style()
 pd.set_option("display.width", 120)
 settings
 
 # %%
-from bloodlib import cleaning, experiment
+from bloodlib import experiment, splits
 
 prepared = datasets.prepare(settings)
 data = prepared.data
 print(f"{len(data)} images, {len(data.classes)} classes, {settings.mode} mode at "
       f"{data.image_size[0]}x{data.image_size[1]} px; device: {config.select_device()}")
-cleaning.summary(prepared.cleaning)
+splits.table(prepared.splits, data.labels, data.classes)
 
 # %% [markdown]
 # ## Training
@@ -92,7 +108,7 @@ plots.training_curves(first, title=f"{model_name}: training curves ({run.splits[
 #
 # Each image's prediction comes from the model of the fold that held it out. Point estimates with 95%
 # bootstrap confidence intervals (resampling the test images within each class); below, the metrics per fold
-# with a t-interval over folds. Where the test images are augmented copies of fewer source smears
+# with a t-interval over folds, Nadeau-Bengio corrected (the folds share training images). Where the test images are augmented copies of fewer source smears
 # (kaggle-augmented: 2,487 TEST images from 71 smears), whole source groups are resampled instead: the copies
 # of one smear are right or wrong together, so they are one piece of evidence, not 35.
 

@@ -19,8 +19,10 @@
 # The three training notebooks saved every test prediction. Here they are compared on the same images:
 # accuracy, balanced accuracy and macro-F1 with 95% bootstrap intervals, the cost of each model (parameters,
 # FLOPs, training time, inference throughput), and paired tests. McNemar's test asks whether two models err on
-# different images more often than chance allows; with cross-validation a paired t-test over folds asks the
-# same of the fold macro-F1. p-values are Holm-adjusted for the three pairs.
+# different images more often than chance allows; with cross-validation the corrected resampled t-test over
+# folds (Nadeau and Bengio, 2003) asks the same of the fold macro-F1: the folds share most of their training
+# images, so a plain paired t-test over folds would overstate significance. p-values are Holm-adjusted for the
+# three pairs.
 
 # %% tags=["parameters"]
 profile = None      # "smoke" (seconds, for CI) or "full" (the study); None: $BLOODLIB_PROFILE, else "full"
@@ -37,8 +39,7 @@ from IPython.display import display
 
 from bloodlib import config, datasets, plots
 
-settings = config.resolve(profile=profile, data_dir=data_dir, output_dir=output_dir, dataset=dataset,
-                          mode=mode, image_size=image_size, seed=seed)
+settings = config.resolve(**config.notebook_parameters(globals()))
 plots.set_style()
 pd.set_option("display.width", 120)
 settings

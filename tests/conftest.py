@@ -17,6 +17,18 @@ def data_root() -> Path:
     return Path(os.environ.get("BLOODLIB_DATA") or DEFAULT_DATA)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def isolated_cache(tmp_path_factory) -> Path:
+    """``config.cache_dir()`` is a session folder: decoded images are shared by the session's tests (and the
+    notebooks they start), never written into the checkout's ``data/``."""
+    from bloodlib import config
+
+    folder = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(config.ENV_CACHE, str(folder))
+        yield folder
+
+
 @pytest.fixture(scope="session")
 def bccd_root() -> Path:
     """The real data; tests that need it skip, with the reason, where it is absent."""
@@ -59,3 +71,62 @@ def make_bccd(root: Path, labels: dict[int, str], boxes: dict[int, list[tuple]] 
             (annotations / f"BloodImage_{image_id:05d}.xml").write_text(
                 f"<annotation><filename>BloodImage_{image_id:05d}.jpg</filename>{objects}</annotation>")
     return root
+
+
+@pytest.fixture(scope="session")
+def smears() -> dict[str, list[Path]]:
+    """Six real dataset-master smears per class (labels from labels.csv)."""
+    import pandas as pd
+    from bloodlib.cleaning import CLASSES
+
+    master = data_root() / "dataset-master"
+    if not (master / "labels.csv").is_file():
+        pytest.skip(f"dataset-master not found under {data_root()}")
+    labels = pd.read_csv(master / "labels.csv", dtype=str, keep_default_na=False)
+    chosen = {}
+    for label in CLASSES:
+        ids = labels.loc[labels["Category"].str.strip() == label, "Image"].astype(int)
+        paths = [master / "JPEGImages" / f"BloodImage_{i:05d}.jpg" for i in ids]
+        chosen[label] = [p for p in paths if p.is_file()][:6]
+    return chosen
+
+
+def augment(smear: Path, copies: int, rng) -> list:
+    """Copies of a smear as Keras made dataset2-master: rotated, shifted (black fill), mirrored."""
+    from PIL import Image
+
+    image = Image.open(smear).convert("RGB").resize((320, 240))
+    out = []
+    for copy in range(copies):
+        moved = image.rotate(rng.uniform(-20, 20), translate=tuple(int(t) for t in rng.integers(-25, 26, 2)))
+        if copy % 2:
+            moved = moved.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        if copy % 3 == 0:
+            moved = moved.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
+        out.append(moved)
+    return out
+
+
+def check_figure(fig) -> None:
+    """What a reader needs from a figure of the study.
+
+    - A title: the figure's suptitle, or the axes title of a figure that shows a single axes.
+    - Every axes that plots data (lines, bars, points, heatmap cells) has an x and a y label: its own, or
+      that of an axes it shares the axis with (panels with ``sharey`` are labelled once, at the left).
+    - Axes that show pictures (``imshow``: sample grids, mean images, Grad-CAM overlays) have no axes in a
+      reader's sense and need no axis labels; the figure's title says what they show. Empty axes (the
+      unused cells of a grid) are ignored.
+    """
+    from matplotlib.figure import Figure
+
+    assert isinstance(fig, Figure), type(fig)
+    shown = [ax for ax in fig.axes if ax.has_data()]
+    assert shown, "the figure shows nothing"
+    title = fig.get_suptitle() or (shown[0].get_title() if len(shown) == 1 else "")
+    assert title.strip(), "the figure has no title"
+    for ax in shown:
+        if ax.get_images():
+            continue
+        for axis, shared in (("x", ax.get_shared_x_axes()), ("y", ax.get_shared_y_axes())):
+            labels = [getattr(other, f"get_{axis}label")() for other in shared.get_siblings(ax)]
+            assert any(label.strip() for label in labels), f"{title!r}, axes {ax.get_title()!r}: no {axis} label"

@@ -11,7 +11,6 @@ import io
 import logging
 import os
 import sys
-import tarfile
 import threading
 import types
 import zipfile
@@ -32,6 +31,16 @@ def real_data() -> Path:
     root = Path(os.environ.get(config.ENV_DATA) or default)
     if not (root / "dataset-master").is_dir():
         pytest.skip(f"real data not found at {root} (set {config.ENV_DATA})")
+    return root
+
+
+@pytest.fixture(scope="session")
+def real_dataset2() -> Path:
+    """The shared data root holding dataset2-master (the kaggle-augmented dataset); skips when absent."""
+    default = Path(__file__).resolve().parents[1].parent / "shared/data/bccd"
+    root = Path(os.environ.get(config.ENV_DATA) or default)
+    if not (root / "dataset2-master" / "images").is_dir():
+        pytest.skip(f"dataset2-master not found under {root} (set {config.ENV_DATA})")
     return root
 
 
@@ -173,9 +182,16 @@ def test_real_layout_counts(real_data):
     assert summary["BCCD_Dataset/BCCD/Annotations"] == 364
     assert summary["BCCD_Dataset/BCCD/JPEGImages"] == 364
     assert summary["boxes"] is True
-    if summary["dataset2"]:
-        assert summary["dataset2-master/images/TRAIN/NEUTROPHIL"] == 2499
-        assert summary["dataset2-master/images/TEST_SIMPLE/MONOCYTE"] == 4
+    assert not any(k.startswith("dataset2-master") for k in summary)  # bccd does not read it
+
+
+def test_real_layout_counts_kaggle_augmented(real_dataset2):
+    summary = acquire.verify_layout(real_dataset2, dataset="kaggle-augmented")
+    assert summary["dataset2-master/images/TRAIN/NEUTROPHIL"] == 2499
+    assert summary["dataset2-master/images/TEST_SIMPLE/MONOCYTE"] == 4
+    assert not any(k.startswith(("dataset-master", "BCCD_Dataset")) or k == "boxes" for k in summary)
+    with pytest.raises(ValueError, match="require_boxes is for the bccd smears"):
+        acquire.verify_layout(real_dataset2, dataset="kaggle-augmented", require_boxes=True)
 
 
 def test_find_data_uses_named_folder_as_is(real_data, monkeypatch, tmp_path):
@@ -188,7 +204,7 @@ def test_find_data_uses_named_folder_as_is(real_data, monkeypatch, tmp_path):
 
 
 def test_real_manifest(real_data, tmp_path):
-    manifest = acquire.data_manifest(real_data)
+    manifest = acquire.data_manifest(real_data, acquire.dataset_files("bccd", real_data))
     assert list(manifest.columns) == ["path", "bytes", "sha256"]
     assert manifest["path"].is_unique and manifest["path"].is_monotonic_increasing
     assert manifest["path"].str.startswith(("dataset-master/", "BCCD_Dataset/")).all()
@@ -322,16 +338,26 @@ def test_safe_extract_refuses_escaping_members(archives, tmp_path, name, member)
     assert not (tmp_path / "evil.txt").exists() and not Path("/bloodlib-test-abs.txt").exists()
 
 
-def test_safe_extract_refuses_escaping_tar_symlink(tmp_path):
-    archive = tmp_path / "links.tar.gz"
-    with tarfile.open(archive, "w:gz") as tf:
-        ok = tarfile.TarInfo("data/inside")
-        ok.type, ok.linkname = tarfile.SYMTYPE, "other"
-        bad = tarfile.TarInfo("data/link")
-        bad.type, bad.linkname = tarfile.SYMTYPE, "../../etc/passwd"
-        tf.addfile(ok)
-        tf.addfile(bad)
-    with pytest.raises(UnsafeArchiveError, match="'data/link'.*leaves the target"):
+def test_safe_extract_refuses_zip_symlink(tmp_path):
+    archive = tmp_path / "links.zip"
+    link = zipfile.ZipInfo("data/link")
+    link.external_attr = (0o120777 << 16)  # a symlink's mode, as `zip --symlinks` stores it
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("data/inside.txt", b"fine")
+        zf.writestr(link, "../../etc/passwd")
+    with pytest.raises(UnsafeArchiveError, match="'data/link'.*symlink member"):
+        acquire.safe_extract(archive, tmp_path / "out")
+    assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
+
+
+def test_safe_extract_refuses_tar(tmp_path):
+    """Every source is a zip: anything else is refused, not extracted."""
+    import tarfile
+
+    archive = tmp_path / "data.tar"
+    with tarfile.open(archive, "w") as tf:
+        tf.addfile(tarfile.TarInfo("data/empty.txt"))
+    with pytest.raises(DownloadError, match="data.tar: not a zip archive"):
         acquire.safe_extract(archive, tmp_path / "out")
     assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
 
@@ -385,8 +411,10 @@ def test_kaggle_nested_layout(server, tmp_path, monkeypatch, no_local):
     root = acquire.find_data(source="kaggle", cache=cache, strict_counts=False, quiet=True,
                              urls=server.urls(), require_boxes=True)
     assert calls == [acquire.KAGGLE_HANDLE] and server.hits == ["bccd.zip"]  # boxes from GitHub
-    summary = acquire.verify_layout(root, require_boxes=True, strict_counts=False)
-    assert summary["dataset2"] and summary["dataset2-master/images/TEST/MONOCYTE"] == 1
+    acquire.verify_layout(root, require_boxes=True, strict_counts=False)
+    # dataset2-master came with the Kaggle download: a kaggle-augmented run finds it in the cache
+    summary = acquire.verify_layout(root, dataset="kaggle-augmented", strict_counts=False)
+    assert summary["dataset2-master/images/TEST/MONOCYTE"] == 1
     assert (root / "dataset-master/JPEGImages/BloodImage_00001.jpg").is_file()
     assert acquire.read_sources(root)["dataset-master"]["origin"] == f"kaggle:{acquire.KAGGLE_HANDLE}"
     assert acquire.find_data(cache=cache, strict_counts=False, urls=server.urls()) == root
@@ -410,3 +438,145 @@ def test_find_data_bad_archive_leaves_cache_clean(server, tmp_path, no_local, ba
     assert bad in str(err.value)
     assert not (cache / "dataset-master").exists() and leftovers(cache) == []
     assert not (tmp_path / "evil.txt").exists() and not (cache / "evil.txt").exists()
+
+
+# ------------------------------------------------------------------------ the data of each dataset
+def _dataset2_only(root: Path) -> Path:
+    """A data root holding dataset2-master alone (one file per class folder) and a hidden file it ignores."""
+    jpg = _jpeg()
+    for split in ("TRAIN", "TEST", "TEST_SIMPLE"):
+        for cls in ("EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL"):
+            folder = root / "dataset2-master" / "images" / split / cls
+            folder.mkdir(parents=True)
+            (folder / "_0_1.jpeg").write_bytes(jpg)
+    (root / "dataset2-master" / ".DS_Store").write_bytes(b"finder")
+    return root
+
+
+def _settings(tmp_path: Path, dataset: str, data_dir: Path | None = None) -> config.Settings:
+    return config.resolve(profile="smoke", data_dir=data_dir, output_dir=tmp_path / "out", dataset=dataset)
+
+
+def test_kaggle_augmented_needs_and_fingerprints_dataset2_only(tmp_path, no_local):
+    root = _dataset2_only(tmp_path / "data")
+    assert acquire.find_data(root, dataset="kaggle-augmented", strict_counts=False) == root.resolve()
+    files = acquire.dataset_files("kaggle-augmented", root)
+    assert len(files) == 12 and all(f.startswith("dataset2-master/images/") for f in files)
+    with pytest.raises(DataLayoutError, match="expected a folder dataset-master/"):
+        acquire.find_data(root, strict_counts=False)  # bccd needs dataset-master, kaggle-augmented does not
+    with pytest.raises(ValueError, match="require_boxes is for the bccd smears"):
+        acquire.find_data(root, dataset="kaggle-augmented", require_boxes=True, strict_counts=False)
+
+    _dataset_master(root)  # a data root holding more than the run reads: the rest stays out of the fingerprint
+    assert acquire.dataset_files("kaggle-augmented", root) == files
+    assert all(f.startswith("dataset-master/") for f in acquire.dataset_files("bccd", root))
+
+
+def test_kaggle_augmented_download_from_kaggle_only(server, tmp_path, monkeypatch, no_local):
+    calls = fake_kagglehub(monkeypatch, kaggle_tree(tmp_path / "kagglehub"))
+    cache = tmp_path / "cache"
+    root = acquire.find_data(dataset="kaggle-augmented", cache=cache, strict_counts=False, quiet=True,
+                             urls=server.urls())
+    assert calls == [acquire.KAGGLE_HANDLE] and server.hits == []  # no WBC boxes fetched: this run has no use
+    assert acquire.verify_layout(root, dataset="kaggle-augmented", strict_counts=False)[
+        "dataset2-master/images/TRAIN/EOSINOPHIL"] == 1
+    assert set(acquire.read_sources(root, "kaggle-augmented")) == {"dataset2-master"}
+    assert acquire.find_data(dataset="kaggle-augmented", cache=cache, strict_counts=False) == root
+    assert calls == [acquire.KAGGLE_HANDLE]  # second call: the cache
+
+
+def test_kaggle_augmented_is_not_on_github(server, tmp_path, no_local):
+    with pytest.raises(DownloadError, match="dataset2-master: only the Kaggle download"):
+        acquire.find_data(dataset="kaggle-augmented", source="github", cache=tmp_path / "cache",
+                          strict_counts=False, quiet=True, urls=server.urls())
+    assert server.hits == []
+
+
+def test_real_record_per_dataset(real_data, real_dataset2, tmp_path):
+    """bccd fingerprints dataset-master and BCCD_Dataset, kaggle-augmented dataset2-master and nothing else."""
+    from bloodlib import datasets
+
+    records = {}
+    for dataset in ("bccd", "kaggle-augmented"):
+        settings = _settings(tmp_path / dataset, dataset, real_data)
+        root = datasets.locate(settings)
+        records[dataset] = record = datasets.write_data_record(settings, root)
+        manifest = pd.read_csv(settings.output_dir / "data" / "data_manifest.csv")
+        assert record["dataset"] == dataset and record["root"] == str(real_data.resolve())
+        assert record["files"] == len(manifest) and record["checksum"] == acquire.manifest_checksum(manifest)
+        parts = manifest["path"].str.split("/").str[0].unique()
+        if dataset == "bccd":
+            assert sorted(parts) == ["BCCD_Dataset", "dataset-master"]
+            assert (manifest["path"].str.endswith(".jpg")).sum() == 366 + 364
+        else:
+            assert list(parts) == ["dataset2-master"] and len(manifest) == 9957 + 2487 + 71
+            assert not any(k.startswith(("dataset-master", "BCCD_Dataset")) for k in record["layout"])
+    assert records["bccd"]["checksum"] != records["kaggle-augmented"]["checksum"]
+
+
+def _class_folder(root: Path) -> Path:
+    """A folder-per-class tree: 3 + 2 images (one nested, one hidden), and a loose file the run never reads."""
+    jpg = _jpeg()
+    for label, names in {"basophil": ["a.jpg", "b.jpg", "deeper/c.jpg"], "monocyte": ["d.jpg", ".e.jpg"]}.items():
+        for name in names:
+            (root / label / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / label / name).write_bytes(jpg + name.encode())
+    (root / "README.txt").write_text("not a class")
+    return root
+
+
+def test_folder_dataset_needs_no_bccd(tmp_path, no_local):
+    folder = _class_folder(tmp_path / "cells")
+    # data_dir points at no data at all: a folder run never looks there
+    settings = _settings(tmp_path, f"folder:{folder}", data_dir=tmp_path / "no-bccd-here")
+    from bloodlib import datasets
+
+    root = datasets.locate(settings)
+    assert root == folder.resolve()
+    record = datasets.write_data_record(settings, root)
+    manifest = pd.read_csv(settings.output_dir / "data" / "data_manifest.csv")
+    assert list(manifest["path"]) == ["basophil/a.jpg", "basophil/b.jpg", "basophil/deeper/c.jpg",
+                                      "monocyte/.e.jpg", "monocyte/d.jpg"]
+    assert record["files"] == 5 and record["sources"] == "local folder"
+    assert record["layout"] == {"root": str(folder.resolve()), "basophil/": 3, "monocyte/": 2}
+    raw = (folder / "basophil/a.jpg").read_bytes()
+    assert manifest.set_index("path").loc["basophil/a.jpg", "sha256"] == hashlib.sha256(raw).hexdigest()
+
+    (folder / "monocyte/d.jpg").write_bytes(b"changed")
+    assert datasets.write_data_record(settings, root)["checksum"] != record["checksum"]
+    with pytest.raises(ValueError, match="source='github' downloads the Kaggle data"):
+        datasets.locate(settings, "github")
+    with pytest.raises(ValueError, match="not the data root"):
+        acquire.verify_layout(tmp_path, dataset=f"folder:{folder}")
+    with pytest.raises(ValueError, match="own_root"):
+        acquire.find_data(dataset=f"folder:{folder}")
+    with pytest.raises(FileNotFoundError, match="missing: dataset folder not found"):
+        acquire.own_root(f"folder:{tmp_path / 'missing'}")
+
+
+def test_csv_dataset_fingerprints_the_list_and_its_files(tmp_path, no_local):
+    folder = _class_folder(tmp_path / "cells")
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    csv = lists / "train.csv"
+    csv.write_text("path,label\n../cells/basophil/a.jpg,basophil\n"
+                   f"{folder / 'monocyte/d.jpg'},monocyte\n../cells/gone.jpg,monocyte\n")
+    dataset = f"csv:{csv}"
+    from bloodlib import datasets
+
+    settings = _settings(tmp_path, dataset, data_dir=tmp_path / "no-bccd-here")
+    root = datasets.locate(settings)
+    assert root == tmp_path.resolve()  # holds the list and every listed file
+    record = datasets.write_data_record(settings, root)
+    manifest = pd.read_csv(settings.output_dir / "data" / "data_manifest.csv")
+    # the list itself and the files it names that exist; nothing else of cells/ (b.jpg, README.txt)
+    assert list(manifest["path"]) == ["cells/basophil/a.jpg", "cells/monocyte/d.jpg", "lists/train.csv"]
+    assert record["layout"] == {"root": str(tmp_path.resolve()), "rows": 3, "label basophil": 1,
+                                "label monocyte": 2, "listed files found": 2, "listed files missing": 1}
+
+    csv.write_text("file,class\na.jpg,basophil\n")
+    with pytest.raises(ValueError, match=f"{csv}: expected columns 'path,label'"):
+        acquire.own_root(dataset)
+    csv.write_text("path,label\nnowhere/a.jpg,basophil\n")
+    with pytest.raises(DataLayoutError, match=f"{csv}: none of the 1 listed files exists"):
+        acquire.own_root(dataset)

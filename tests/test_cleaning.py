@@ -36,16 +36,19 @@ def test_neutrophil_subsample_removes_ten_percent(bccd_manifest):
     assert before - after == round(0.1 * before)
 
 
-def test_every_kept_image_in_exactly_one_split(bccd_manifest):
-    result, _ = bccd_manifest
-    kept = result.kept
-    assert set(kept["split"]) == {"train", "val", "test"}
+def test_every_kept_image_tested_once_per_repeat_by_the_run_splits(bccd_root, tmp_path):
+    """prepare() splits the cleaned images once; the manifest it writes records the fold of every kept image."""
+    from bloodlib import config
+
+    settings = config.resolve("smoke", data_dir=bccd_root, output_dir=tmp_path, image_size=16, folds=4, repeats=2)
+    prepared = datasets.prepare(settings, progress=False)
+    assert prepared.protocol == "cv" and len(prepared.splits) == 8
+    manifest = datasets.manifest(prepared)
+    kept = manifest[manifest["kept"]]
     assert kept["file"].is_unique and kept["group"].is_unique
-    assert (result.manifest.loc[~result.manifest["kept"], "split"] == "").all()
-    # stratified: every class is in every split
-    assert (pd.crosstab(kept["label"], kept["split"]) > 0).all().all()
-    # every kept image is in exactly one fold
-    assert kept["fold"].between(0, result.params.folds - 1).all()
+    for column in ("test_fold_r1", "test_fold_r2"):
+        assert kept[column].between(0, 3).all() and (manifest.loc[~manifest["kept"], column] == -1).all()
+        assert (pd.crosstab(kept["label"], kept[column]) > 0).all().all()  # stratified: every class in every fold
 
 
 def test_same_seed_same_manifest(bccd_root, bccd_manifest):
@@ -53,7 +56,7 @@ def test_same_seed_same_manifest(bccd_root, bccd_manifest):
     again, _ = datasets.clean_bccd(bccd_root, CleaningParams())
     pd.testing.assert_frame_equal(result.manifest, again.manifest)
     other, _ = datasets.clean_bccd(bccd_root, CleaningParams(seed=7))
-    assert not other.manifest["split"].equals(result.manifest["split"])
+    assert not other.manifest["kept"].equals(result.manifest["kept"])  # another 10% of the neutrophils
 
 
 def test_crop_rule_counts(bccd_manifest):
@@ -64,20 +67,28 @@ def test_crop_rule_counts(bccd_manifest):
     assert len(boxes) == 372  # the README's count of WBC boxes in BCCD_Dataset
 
 
-def test_oversampling_touches_the_training_split_only(bccd_manifest):
+def test_oversampling_touches_the_training_part_only(bccd_manifest, tmp_path):
+    from bloodlib import config
+
     result, _ = bccd_manifest
     kept = result.kept
     classes = sorted(kept["label"].unique())
-    labels = torch.tensor(kept["label"].map(classes.index).to_numpy())
-    data = datasets.ImageSet(images=torch.zeros((len(kept), 3, 2, 2), dtype=torch.uint8), labels=labels,
-                             classes=classes, rows=kept)
-    train, val, test = (data.indices(s) for s in ("train", "val", "test"))
-    repeated = data.training_indices(train)
-    assert set(repeated) == set(train)  # only training positions, every one of them
-    assert not set(repeated) & (set(val) | set(test))
-    counts = np.bincount(data.labels.numpy()[repeated])
-    assert counts.max() / counts.min() < 2  # rare classes repeated up to about the largest
-    assert len(np.unique(val)) == len(val) and len(np.unique(test)) == len(test)
+    labels = kept["label"].map(classes.index).to_numpy()
+    settings = config.resolve("smoke", output_dir=tmp_path, folds=4)
+    rows, planned, _ = datasets.split(kept, settings)
+    data = datasets.ImageSet(images=torch.zeros((len(kept), 3, 2, 2), dtype=torch.uint8),
+                             labels=torch.as_tensor(labels), classes=classes, rows=rows)
+    for split in planned:
+        repeated = data.training_indices(split.train)
+        assert set(repeated) == set(split.train)  # only training positions, every one of them
+        assert not set(repeated) & (set(split.val) | set(split.test))
+        counts = np.bincount(labels[repeated])
+        assert counts.max() / counts.min() < 2  # rare classes repeated up to about the largest
+    table = datasets.oversampling_table(data, planned)
+    assert list(table.index.names) == ["split", "class"] and len(table) == 4 * len(classes)
+    first = table.loc[planned[0].name]
+    assert first["training images"].sum() == len(planned[0].train)
+    assert first["training images per epoch"].sum() == len(data.training_indices(planned[0].train))
 
 
 # --- label parsing and bad input -----------------------------------------------------------------
@@ -133,7 +144,7 @@ def test_truncated_jpeg_is_dropped_and_listed(tmp_path):
     make_bccd(tmp_path, labels)
     victim = tmp_path / "dataset-master" / "JPEGImages" / "BloodImage_00003.jpg"
     victim.write_bytes(victim.read_bytes()[:200])
-    result, _ = datasets.clean_bccd(tmp_path, CleaningParams(folds=3, neutrophil_drop_fraction=0))
+    result, _ = datasets.clean_bccd(tmp_path, CleaningParams(neutrophil_drop_fraction=0))
     row = result.manifest.set_index("image_id").loc[3]
     assert not row["kept"] and row["reason"] == "unreadable"
     assert result.table.loc[cleaning.STEPS["unreadable"], "total"] == len(labels) - 1
@@ -143,30 +154,33 @@ def test_doubles_dropped_or_kept_when_same_class(tmp_path):
     labels = synthetic_labels()
     labels.update({100: "NEUTROPHIL, NEUTROPHIL", 101: "NEUTROPHIL,EOSINOPHIL", 102: ""})
     make_bccd(tmp_path, labels)
-    seed_rule, _ = datasets.clean_bccd(tmp_path, CleaningParams(folds=3, neutrophil_drop_fraction=0))
+    seed_rule, _ = datasets.clean_bccd(tmp_path, CleaningParams(neutrophil_drop_fraction=0))
     reasons = seed_rule.manifest.set_index("image_id")["reason"]
     assert reasons[100] == reasons[101] == "double_label" and reasons[102] == "empty_label"
     kept_same, _ = datasets.clean_bccd(
-        tmp_path, CleaningParams(folds=3, neutrophil_drop_fraction=0, keep_same_class_doubles=True))
+        tmp_path, CleaningParams(neutrophil_drop_fraction=0, keep_same_class_doubles=True))
     row = kept_same.manifest.set_index("image_id").loc[100]
     assert row["kept"] and row["label"] == "NEUTROPHIL"
 
 
 def test_class_too_small_to_split_is_named(tmp_path):
+    from bloodlib import config
+
     labels = synthetic_labels()
     labels = {i: c for i, c in labels.items() if c != "MONOCYTE" or i % 8 < 2}  # 2 monocytes
     make_bccd(tmp_path, labels)
-    with pytest.raises(ValueError, match=r"too small to split.*'MONOCYTE': 2"):
-        datasets.clean_bccd(tmp_path, CleaningParams(folds=3, neutrophil_drop_fraction=0))
+    result, _ = datasets.clean_bccd(tmp_path, CleaningParams(neutrophil_drop_fraction=0))
+    settings = config.resolve("smoke", output_dir=tmp_path / "out", folds=3)
+    with pytest.raises(ValueError, match=r"too small to split into 3 parts: \{'MONOCYTE': 2\}"):
+        datasets.split(result.kept, settings)
 
 
-def test_raw_data_is_never_modified(tmp_path, monkeypatch):
-    monkeypatch.setattr("bloodlib.config.cache_dir", lambda: tmp_path / "cache")
+def test_raw_data_is_never_modified(tmp_path):
     root = make_bccd(tmp_path / "data", synthetic_labels(), boxes={i: [("WBC", 10, 10, 30, 30)] for i in range(32)})
 
     def snapshot():
         return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
 
     before = snapshot()
-    datasets.clean_bccd(root, CleaningParams(folds=3))
+    datasets.clean_bccd(root, CleaningParams())
     assert snapshot() == before

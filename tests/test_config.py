@@ -6,16 +6,32 @@ import pytest
 from bloodlib import config
 
 
-def test_profile_then_dataset_defaults_then_explicit_values(tmp_path):
+def test_profile_then_dataset_then_model_recipe_then_the_caller(tmp_path):
     bccd = config.resolve("full", output_dir=tmp_path)
-    assert (bccd.dataset, bccd.mode, bccd.epochs) == ("bccd", "crop", config.PROFILES["full"]["epochs"])
+    assert (bccd.dataset, bccd.mode, bccd.train.epochs) == ("bccd", "crop", config.PROFILES["full"]["epochs"])
+    assert bccd.train.lr == config.TrainConfig.lr  # the base recipe where no layer sets it
     kaggle = config.resolve("full", output_dir=tmp_path, dataset="kaggle-augmented", mode=None)
     for name, value in config.DATASET_DEFAULTS[("full", "kaggle-augmented")].items():
-        assert getattr(kaggle, name) == value, name
+        assert getattr(kaggle.train if name in config.TRAIN_FIELDS else kaggle, name) == value, name
     chosen = config.resolve("full", output_dir=tmp_path, dataset="kaggle-augmented", mode="full", epochs=3)
-    assert (chosen.mode, chosen.epochs) == ("full", 3)  # what the user sets wins
+    assert (chosen.mode, chosen.train.epochs) == ("full", 3)  # what the user sets wins
     folder = config.resolve("smoke", output_dir=tmp_path, dataset=f"folder:{tmp_path}")
-    assert folder.epochs == config.PROFILES["smoke"]["epochs"]
+    assert folder.train.epochs == config.PROFILES["smoke"]["epochs"]
+    effnet = config.resolve("smoke", output_dir=tmp_path, model="efficientnet_b0", seed=7)
+    assert (effnet.train.lr, effnet.train.epochs, effnet.train.seed) == (3e-3, 2, 7)  # the model's recipe
+    assert config.resolve("smoke", output_dir=tmp_path, model="efficientnet_b0", lr=1e-4).train.lr == 1e-4
+    assert effnet.for_model("resnet18").train.lr == config.TrainConfig.lr
+
+
+def test_every_recipe_field_is_a_notebook_parameter(tmp_path):
+    """A training notebook's parameters cell, as papermill or -p fills it, reaches the recipe."""
+    cell = {name: None for name in config.PARAMETERS}
+    cell.update(profile="smoke", output_dir=str(tmp_path), model_name="resnet18", lr=3e-4, label_smoothing=0.0,
+                augment=False, folds=3, unrelated=1)
+    settings = config.resolve(**config.notebook_parameters(cell))
+    assert (settings.model, settings.folds) == ("resnet18", 3)
+    assert (settings.train.lr, settings.train.label_smoothing, settings.train.augment) == (3e-4, 0.0, False)
+    assert set(config.TRAIN_FIELDS) == {f for f in config.TrainConfig.__dataclass_fields__} - {"seed"}
 
 
 def test_bad_values_are_refused_early(tmp_path):
@@ -25,3 +41,11 @@ def test_bad_values_are_refused_early(tmp_path):
         config.resolve("full", output_dir=tmp_path, epoch=3)
     with pytest.raises(ValueError, match="mode must be 'crop' or 'full'"):
         config.resolve("full", output_dir=tmp_path, mode="whole")
+
+
+def test_cache_dir_follows_the_environment_then_the_checkout(monkeypatch, tmp_path, isolated_cache):
+    assert config.cache_dir() == isolated_cache  # tests never write into the checkout's data/
+    monkeypatch.setenv(config.ENV_CACHE, str(tmp_path))
+    assert config.cache_dir() == tmp_path
+    monkeypatch.delenv(config.ENV_CACHE)
+    assert config.cache_dir() == config.project_root() / "data"

@@ -344,7 +344,10 @@ def test_pairwise_fold_tests_need_the_same_folds():
     evals = {"a": _evaluation("a", seed=1), "b": _evaluation("b", seed=2)}
     table = E.pairwise_fold_tests(evals)
     per_fold = [E.fold_metrics(ev)["macro_f1"] for ev in evals.values()]
-    assert table.loc[0, "p_value"] == pytest.approx(stats.ttest_rel(*per_fold).pvalue)
+    plain = stats.ttest_rel(*per_fold).pvalue
+    corrected = E.paired_fold_test(*per_fold, test_train_ratio=1 / 2)  # 3 folds: test / train = 1 / 2
+    assert table.loc[0, "p_value"] == pytest.approx(corrected["p_value"]) and corrected["p_value"] > plain
+    assert table.loc[0, "method"] == "corrected resampled t-test over folds (Nadeau-Bengio)"
     other = _evaluation("c", seed=3)
     other.fold = (other.fold + 1) % 3
     with pytest.raises(ValueError, match="different folds"):

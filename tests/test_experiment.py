@@ -10,51 +10,25 @@ from bloodlib import comparison, config, datasets, evaluate, experiment
 from bloodlib.datasets import ImageSet
 
 
-def synthetic_set(n_per_class=(24, 16, 14, 40), size=32, groups_of=1) -> ImageSet:
-    """Four classes told apart by colour; ``groups_of`` consecutive images share a group (copies of one source)."""
+def synthetic_set(n_per_class=(24, 16, 14, 40), size=32, groups_of=1, own_test_set=False) -> ImageSet:
+    """Four classes told apart by colour; ``groups_of`` consecutive images share a group (copies of one source);
+    ``own_test_set``: the dataset brings its own train/test split (as kaggle-augmented), else none (as BCCD)."""
     labels = np.concatenate([np.full(n, k) for k, n in enumerate(n_per_class)])
     rng = np.random.default_rng(0)
     colours = np.array([[200, 60, 60], [60, 200, 60], [60, 60, 200], [200, 200, 60]], np.uint8)
     images = colours[labels][:, :, None, None] + rng.integers(0, 40, (len(labels), 3, size, size))
     rows = pd.DataFrame({"id": [f"img{i}" for i in range(len(labels))], "label": labels,
-                         "split": rng.choice(["train", "val", "test"], len(labels), p=[.7, .15, .15]),
-                         "fold": -1, "group": [f"g{i // groups_of}" for i in range(len(labels))]})
+                         "split": rng.choice(["train", "test"], len(labels), p=[.8, .2]) if own_test_set else "",
+                         "group": [f"g{i // groups_of}" for i in range(len(labels))]})
     return ImageSet(images=torch.tensor(images.clip(0, 255).astype(np.uint8)), labels=torch.tensor(labels),
                     classes=list("ABCD"), rows=rows)
 
 
-def test_every_image_tested_once_per_repeat_by_a_model_that_never_saw_it():
-    data = synthetic_set()
-    splits = experiment.plan(data, folds=3, repeats=2, seed=1)
-    assert len(splits) == 6
-    for repeat in (0, 1):
-        tested = np.concatenate([s.test for s in splits if s.repeat == repeat])
-        assert sorted(tested) == list(range(len(data)))
-    for s in splits:
-        assert not set(s.test) & (set(s.train) | set(s.val))
-        assert not set(s.train) & set(s.val)
-        assert len(set(data.labels.numpy()[s.val])) == 4  # stratified: every class selects the epoch
-
-
-def test_groups_never_straddle_a_boundary():
-    data = synthetic_set(n_per_class=(24, 16, 12, 40), groups_of=4)
-    groups = data.rows["group"].to_numpy()
-    for s in experiment.plan(data, folds=3, seed=0):
-        parts = [set(groups[p]) for p in (s.train, s.val, s.test)]
-        assert not parts[0] & parts[1] and not parts[0] & parts[2] and not parts[1] & parts[2]
-
-
-def test_fixed_test_set_means_holdout():
-    data = synthetic_set()
-    data.rows.loc[data.rows.index[:5], "split"] = "test_simple"
-    assert experiment.protocol(data, folds=5) == "holdout"
-    (split,) = experiment.plan(data, folds=5)
-    assert set(split.test) == set(data.indices("test"))
-
-
 def _prepared(data, tmp_path, **overrides) -> datasets.Prepared:
     settings = config.resolve(profile="smoke", output_dir=tmp_path, **overrides)
-    return datasets.Prepared(settings=settings, root=tmp_path, cleaning=None, data=data, boxes=None)
+    data.rows, planned, how = datasets.split(data.rows, settings)
+    return datasets.Prepared(settings=settings, root=tmp_path, cleaning=None, data=data, boxes=None, splits=planned,
+                             protocol=how)
 
 
 def test_model_runs_are_saved_and_compared(tmp_path):
@@ -74,8 +48,11 @@ def test_model_runs_are_saved_and_compared(tmp_path):
     result = comparison.compare(tmp_path / "models", n=50)
     assert set(result.table.index) == {"resnet18", "efficientnet_b0"}
     assert len(result.mcnemar) == 1 and result.fold_tests is not None
+    assert result.fold_tests["method"].str.contains("corrected resampled t-test").all()
+    assert run.evaluation.extra["test_train_ratio"] == pytest.approx(
+        np.mean([len(s.test) / len(s.train) for s in run.splits]))
     text = comparison.conclusion(result)
-    assert "trained from scratch" in text and "macro-F1" in text
+    assert "trained from scratch" in text and "macro-F1" in text and "corrected resampled t-test" in text
     comparison.save(result, tmp_path / "comparison")
     assert (tmp_path / "comparison" / "comparison.csv").is_file()
 
@@ -106,7 +83,7 @@ def test_compare_without_runs_is_a_clear_error(tmp_path):
 
 
 def test_holdout_run_reports_validation_beside_every_test_set(tmp_path):
-    data = synthetic_set()
+    data = synthetic_set(own_test_set=True)
     simple = data.indices("test")[:6]
     data.rows.loc[simple, "split"] = "test_simple"  # a further test set, as TEST_SIMPLE of kaggle-augmented
     prepared = _prepared(data, tmp_path, epochs=1, folds=2, image_size=32, bootstrap=50)
@@ -121,7 +98,7 @@ def test_holdout_run_reports_validation_beside_every_test_set(tmp_path):
 
 
 def test_further_test_sets_are_compared_apart(tmp_path):
-    data = synthetic_set()
+    data = synthetic_set(own_test_set=True)
     data.rows.loc[data.indices("test")[:6], "split"] = "test_simple"
     prepared = _prepared(data, tmp_path, epochs=1, folds=2, image_size=32, bootstrap=50)
     for name in ("resnet18", "efficientnet_b0"):
@@ -135,9 +112,7 @@ def test_further_test_sets_are_compared_apart(tmp_path):
 
 
 def test_the_registry_recipe_applies_and_the_caller_wins(tmp_path, monkeypatch):
-    from bloodlib import models
-
-    assert models.get_spec("efficientnet_b0").train_defaults == {"lr": 3e-3}
+    assert config.MODEL_RECIPES["efficientnet_b0"] == {"lr": 3e-3}
     seen = []
     monkeypatch.setattr(experiment.train, "fit", lambda model, data, tr, va, cfg, **kw: seen.append(cfg.lr) or 1 / 0)
     prepared = _prepared(synthetic_set(), tmp_path, epochs=1, folds=2, image_size=32)

@@ -11,10 +11,11 @@ import pytest  # noqa: E402
 import timm  # noqa: E402
 import torch  # noqa: E402
 import torchvision  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
 from torch import nn  # noqa: E402
 
 from bloodlib import explain  # noqa: E402
+from bloodlib import models as models_  # noqa: E402  (the fixture is `models`)
+from conftest import check_figure  # noqa: E402
 
 CLASSES = ["EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL"]
 
@@ -56,7 +57,8 @@ def test_target_layer_is_the_usual_choice_for_every_registry_model(models):
 def test_overlays_of_every_registry_model(models, name):
     model = models[name].train()
     images = _images(8, 64)
-    overlays = explain.gradcam_overlays(model, images, normalize=explain.normalizer(), device="cpu")
+    maps, _ = explain.gradcam(model, images, normalize=explain.normalizer(), device="cpu")
+    overlays = explain.overlay(images, maps)
     assert overlays.shape == (8, 64, 64, 3) and overlays.dtype == np.uint8
     assert overlays.std() > 0
     assert model.training  # the caller's mode is restored
@@ -92,7 +94,7 @@ def test_map_points_at_the_evidence():
 
 def test_frozen_model_and_mean_std_pair(models):
     model = copy.deepcopy(models["resnet18"]).requires_grad_(False)
-    maps, _ = explain.gradcam(model, _images(2, 64), normalize=(explain.IMAGENET_MEAN, explain.IMAGENET_STD))
+    maps, _ = explain.gradcam(model, _images(2, 64), normalize=(models_.IMAGENET_MEAN, models_.IMAGENET_STD))
     assert maps.shape == (2, 64, 64) and np.isfinite(maps).all()
     with pytest.raises(ValueError, match="uint8 N x 3 x H x W"):
         explain.gradcam(model, torch.zeros(2, 3, 64, 64))
@@ -103,6 +105,6 @@ def test_gradcam_figure_titles_true_and_predicted(models):
     positions = explain.samples_per_class(labels, per_class=1, seed=0)
     assert sorted(labels[positions]) == [0, 1, 2, 3]
     fig = explain.gradcam_figure(models["resnet18"], _images(4, 64), labels[:4], CLASSES, ncols=2)
-    assert isinstance(fig, Figure) and fig._suptitle.get_text()
+    check_figure(fig)
     titles = [ax.get_title() for ax in fig.axes if ax.get_images()]
     assert len(titles) == 4 and titles[0].startswith("EOSINOPHIL /") and titles[0].endswith(")")

@@ -9,12 +9,17 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from bloodlib import folders, images
+from bloodlib import config, datasets, folders, images
 from bloodlib.cleaning import CleaningParams
-from conftest import data_root
+from conftest import augment, data_root
 
 CLASSES = ["EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL"]
-SMALL = CleaningParams(folds=3, val_fraction=0.2, test_fraction=0.2)  # splits that 6 images per class allow
+SMALL = CleaningParams()
+
+
+def run_splits(result, tmp_path, folds=3) -> tuple[pd.DataFrame, list, str]:
+    """The kept rows with the run's splits (bloodlib.splits.plan, as datasets.prepare makes them)."""
+    return datasets.split(result.kept, config.resolve("smoke", output_dir=tmp_path / "out", folds=folds))
 
 
 # --- fixtures ------------------------------------------------------------------------------------
@@ -29,23 +34,8 @@ def kaggle_root() -> Path:
 
 @pytest.fixture(scope="module")
 def kaggle(kaggle_root):
-    """The real dataset2-master cleaned once for the module (the index and groups are cached in data/index)."""
+    """The real dataset2-master cleaned once for the module (the index and groups are cached in the session's cache)."""
     return folders.clean_kaggle_augmented(kaggle_root, CleaningParams(), progress=False)
-
-
-@pytest.fixture(scope="module")
-def smears() -> dict[str, list[Path]]:
-    """Six real dataset-master smears per class (labels from labels.csv)."""
-    master = data_root() / "dataset-master"
-    if not (master / "labels.csv").is_file():
-        pytest.skip(f"dataset-master not found under {data_root()}")
-    labels = pd.read_csv(master / "labels.csv", dtype=str, keep_default_na=False)
-    chosen = {}
-    for label in CLASSES:
-        ids = labels.loc[labels["Category"].str.strip() == label, "Image"].astype(int)
-        paths = [master / "JPEGImages" / f"BloodImage_{i:05d}.jpg" for i in ids]
-        chosen[label] = [p for p in paths if p.is_file()][:6]
-    return chosen
 
 
 def make_folder(root: Path, smears: dict[str, list[Path]]) -> Path:
@@ -71,19 +61,11 @@ def test_parse_dataset():
 
 # --- dataset2-master ---------------------------------------------------------------------------
 
-def test_kaggle_names_count_sources_but_do_not_name_them(kaggle_root):
-    """``_<k>_<n>``: k runs over 0..N-1 in each shuffled pass, so it counts the N sources of a folder."""
-    images_dir = kaggle_root / folders.KAGGLE_IMAGES
-    count = {s: [folders.kaggle_sources([p.name for p in (images_dir / s / c).iterdir()]) for c in CLASSES]
-             for s in ("TRAIN", "TEST", "TEST_SIMPLE")}
-    assert count["TRAIN"] == [75, 27, 16, 159] and sum(count["TRAIN"]) == 277
-    assert count["TEST"] == [13, 6, 4, 48] == count["TEST_SIMPLE"]
-
-
-def test_kaggle_splits_follow_the_folders(kaggle):
+def test_kaggle_splits_follow_the_folders(kaggle, tmp_path):
     m = kaggle.manifest
-    kept = kaggle.kept
-    assert set(m["split"]) == {"train", "val", "test", "test_simple", ""}
+    assert set(m["split"]) == {"train", "test", "test_simple", ""}  # the dataset's own split
+    kept, planned, how = run_splits(kaggle, tmp_path, folds=4)
+    assert how == "holdout" and len(planned) == 1  # TEST is the test set, whatever `folds` says
     assert kept.loc[kept["subset"] == "TRAIN", "split"].isin(["train", "val"]).all()
     assert (kept.loc[kept["subset"] == "TEST", "split"] == "test").all()
     assert (kept.loc[kept["subset"] == "TEST_SIMPLE", "split"] == "test_simple").all()
@@ -100,19 +82,14 @@ def test_kaggle_splits_follow_the_folders(kaggle):
     assert sources["images"].sum() == len(kept) and sources.loc["WBC found by its stain", "images"] > 12_000
 
 
-def test_kaggle_no_source_smear_in_two_splits(kaggle):
-    kept = kaggle.kept
+def test_kaggle_no_source_smear_in_two_splits(kaggle, tmp_path):
+    kept, _, _ = run_splits(kaggle, tmp_path)
     train = set(kept.loc[kept["split"] == "train", "group"])
     val = set(kept.loc[kept["split"] == "val", "group"])
     assert train and val and not train & val
     # the groups are sources, not single files or whole classes (277 smears made TRAIN)
     n_train_groups = kept.loc[kept["subset"] == "TRAIN", "group"].nunique()
     assert 100 <= n_train_groups <= 600
-    # folds cover TRAIN only, and a group sits in one fold
-    train_rows = kept[kept["subset"] == "TRAIN"]
-    assert train_rows["fold"].between(0, 4).all()
-    assert (kept.loc[kept["subset"] != "TRAIN", "fold"] == -1).all()
-    assert (train_rows.groupby("group")["fold"].nunique() == 1).all()
 
 
 def test_kaggle_exact_duplicates(kaggle):
@@ -123,47 +100,15 @@ def test_kaggle_exact_duplicates(kaggle):
     pairs = dict(zip(dropped["file"].map(lambda f: Path(f).name), dropped["duplicate_of"].map(lambda f: Path(f).name)))
     assert pairs == {"_4_8814.jpeg": "_0_5239.jpeg", "_6_7701.jpeg": "_1_5031.jpeg"}
     assert set(dropped["subset"]) == {"TEST_SIMPLE"} and set(dropped["raw_label"]) == {"EOSINOPHIL"}
-    assert folders.skipped(kaggle)["reason"].tolist() == ["duplicate", "duplicate"]
-    counts = folders.summary(kaggle)
-    assert counts.loc["total", "test"] == 2487 and counts.loc["total", "test_simple"] == 69
-    assert counts.loc["total", "train"] + counts.loc["total", "val"] == 9957
+    assert len(dropped) == 2  # nothing else is left out
     table = kaggle.table
     assert table.loc["files found", "total"] == 12515
     assert table.loc[folders.STEPS["duplicate"], "total"] == 12513
     assert table.iloc[-1]["total"] == len(kaggle.kept)
 
 
-def augment(smear: Path, copies: int, rng: np.random.Generator) -> list[Image.Image]:
-    """Copies of a smear as Keras made dataset2-master: rotated, shifted (black fill), mirrored."""
-    image = Image.open(smear).convert("RGB").resize((320, 240))
-    out = []
-    for copy in range(copies):
-        moved = image.rotate(rng.uniform(-20, 20), translate=tuple(int(t) for t in rng.integers(-25, 26, 2)))
-        if copy % 2:
-            moved = moved.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        if copy % 3 == 0:
-            moved = moved.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
-        out.append(moved)
-    return out
-
-
-def test_source_groups_find_augmented_copies(tmp_path, smears):
-    """Rotated, shifted and mirrored copies of three smears come back as three groups."""
-    rng = np.random.default_rng(0)
-    files, truth = [], []
-    for source, smear in enumerate([smears["EOSINOPHIL"][0], smears["MONOCYTE"][0], smears["NEUTROPHIL"][0]]):
-        for copy, image in enumerate(augment(smear, 8, rng)):
-            files.append(tmp_path / f"_{copy}_{source}.jpeg")
-            image.save(files[-1], quality=90)
-            truth.append(source)
-    groups = folders.source_groups(files, min_copies=4, cache=tmp_path / "cache", progress=False)
-    assert pd.crosstab(np.array(truth), np.array(groups)).shape == (3, 3)  # one group per source
-    assert len(list((tmp_path / "cache").glob("groups-*.json"))) == 1
-    assert folders.source_groups(files, min_copies=4, cache=tmp_path / "cache", progress=False) == groups
-
-
 def test_folder_of_augmented_copies_grouped_by_similarity(tmp_path, smears):
-    """group_by="similarity": the copies of one smear stay in one split and one fold."""
+    """group_by="similarity": the copies of one smear stay in one group, so in one part of every split."""
     rng = np.random.default_rng(1)
     root = tmp_path / "cells"
     for label in ("EOSINOPHIL", "NEUTROPHIL"):
@@ -171,13 +116,15 @@ def test_folder_of_augmented_copies_grouped_by_similarity(tmp_path, smears):
         for source, smear in enumerate(smears[label][:5]):
             for copy, image in enumerate(augment(smear, 6, rng)):
                 image.save(root / label / f"s{source}_{copy}.jpeg", quality=90)
-    params = CleaningParams(folds=3, val_fraction=0.2, test_fraction=0.2)
-    result, _ = folders.clean_folder(root, params, group_by="similarity", cache=tmp_path / "index", progress=False)
-    kept = result.kept.assign(source=lambda f: f["label"] + f["file"].str.extract(r"/s(\d)_", expand=False))
+    result, _ = folders.clean_folder(root, SMALL, group_by="similarity", cache=tmp_path / "index", progress=False)
+    kept, planned, _ = run_splits(result, tmp_path)
+    kept = kept.assign(source=lambda f: f["label"] + f["file"].str.extract(r"/s(\d)_", expand=False))
     assert kept.groupby("source")["group"].nunique().max() == 1  # no smear split over groups
-    assert kept.groupby("source")["split"].nunique().max() == 1
-    assert kept.groupby("source")["fold"].nunique().max() == 1
-    assert set(kept["split"]) == {"train", "val", "test"}
+    assert kept.groupby("source")["test_fold_r1"].nunique().max() == 1
+    source = kept["source"].to_numpy()
+    for split in planned:
+        parts = [set(source[p]) for p in (split.train, split.val, split.test)]
+        assert not parts[0] & parts[1] and not parts[0] & parts[2] and not parts[1] & parts[2]
 
 
 # --- folder-per-class and CSV datasets ----------------------------------------------------------
@@ -201,10 +148,10 @@ def test_folder_dataset(tmp_path, smears):
     assert m.loc["LYMPHOCYTE/copy_of_first.jpg", "duplicate_of"] == f"LYMPHOCYTE/{smears['LYMPHOCYTE'][0].name}"
     kept = result.kept
     assert len(kept) == 24 and result.classes == CLASSES
-    assert (kept["split"].isin(["train", "val", "test"])).all()
-    assert (pd.crosstab(kept["label"], kept["split"]) > 0).all().all()  # stratified: every class in every split
-    assert kept["fold"].between(0, 2).all() and kept["group"].is_unique
-    assert (result.manifest.loc[~result.manifest["kept"], "split"] == "").all()
+    assert (result.manifest["split"] == "").all()  # a folder brings no split of its own: cross-validation
+    folds, _, how = run_splits(result, tmp_path)
+    assert how == "cv" and (pd.crosstab(folds["label"], folds["test_fold_r1"]) > 0).all().all()  # stratified
+    assert kept["group"].is_unique
     # no annotated boxes: crop mode centres on the WBC found by its stain, which lies inside the VOC WBC box
     assert (kept["box_source"] == "stain").all()
     voc = images.wbc_boxes(data_root())
@@ -228,8 +175,7 @@ def test_copies_under_two_classes_are_all_dropped(tmp_path, smears):
     result, _ = folders.clean_folder(root, SMALL, cache=tmp_path / "index", progress=False)
     m = result.manifest.set_index("file")
     both = [f"EOSINOPHIL/{smears['EOSINOPHIL'][0].name}", "NEUTROPHIL/looks_like_a_neutrophil.jpg"]
-    assert (m.loc[both, "reason"] == "conflicting_duplicate").all()
-    assert (m.loc[both, "split"] == "").all()
+    assert (m.loc[both, "reason"] == "conflicting_duplicate").all() and not m.loc[both, "kept"].any()
     assert result.table.loc[folders.STEPS["conflicting_duplicate"], "total"] == 24 + 1 - 2
 
 
@@ -241,10 +187,12 @@ def test_duplicates_kept_apart_never_straddle_splits(tmp_path):
         (root / label).mkdir(parents=True)
         for i in range(12):
             Image.fromarray(rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)).save(root / label / f"{i}.png")
+    for i in (0, 1):  # two more copies of a-0.png
+        shutil.copy(root / "a" / "0.png", root / "a" / f"copy{i}.png")
     result, _ = folders.clean_folder(root, SMALL, cache=tmp_path / "index", progress=False)
-    kept = result.kept
+    assert result.kept["sha256"].is_unique and len(result.kept) == 24  # the copies are dropped, the first kept
+    kept, _, _ = run_splits(result, tmp_path, folds=1)
     assert kept.groupby("group")["split"].nunique().max() == 1
-    assert kept["sha256"].is_unique and len(kept) == 24
 
 
 def test_csv_dataset(tmp_path, smears):
@@ -289,22 +237,6 @@ def test_clear_errors(tmp_path):
         folders.clean_folder(one, SMALL, cache=False, progress=False)
     with pytest.raises(FileNotFoundError, match="dataset2-master"):
         folders.clean_kaggle_augmented(tmp_path, cache=False)
-
-
-def test_index_is_remembered(tmp_path, monkeypatch):
-    root = tmp_path / "cells"
-    (root / "a").mkdir(parents=True)
-    Image.new("RGB", (8, 8)).save(root / "a" / "0.png")
-    first = folders.index_files(root, ["a/0.png"], cache=tmp_path / "index", progress=False)
-    assert first.loc[0, "status"] == "ok" and (first.loc[0, "width"], first.loc[0, "height"]) == (8, 8)
-    calls = []
-    monkeypatch.setattr(folders, "inspect_file", lambda path: calls.append(path) or {})
-    again = folders.index_files(root, ["a/0.png"], cache=tmp_path / "index", progress=False)
-    assert calls == [] and again.loc[0, "sha256"] == first.loc[0, "sha256"]
-    monkeypatch.undo()
-    Image.new("RGB", (9, 9)).save(root / "a" / "0.png")  # changed: inspected again
-    changed = folders.index_files(root, ["a/0.png"], cache=tmp_path / "index", progress=False)
-    assert changed.loc[0, "width"] == 9 and changed.loc[0, "sha256"] != first.loc[0, "sha256"]
 
 
 def test_crop_mode_falls_back_to_the_centre_without_a_stained_cell(tmp_path):

@@ -106,7 +106,7 @@ def test_malformed_annotation_names_the_file(tmp_path):
 def test_large_arrays_stream_from_disk_with_the_same_interface(bccd_root, bccd_manifest, tmp_path, monkeypatch):
     import torch
 
-    from bloodlib import train
+    from bloodlib import config, train
     from bloodlib.datasets import ImageSet
 
     rows = bccd_manifest[0].kept.head(12)
@@ -123,7 +123,7 @@ def test_large_arrays_stream_from_disk_with_the_same_interface(bccd_root, bccd_m
                     rows=rows.assign(split=["train"] * 8 + ["val"] * 4))
     from bloodlib.models import create_model
     model = create_model("resnet18", len(classes), pretrained=False)
-    fit = train.fit(model, data, data.indices("train"), data.indices("val"), train.TrainConfig(epochs=1, batch_size=4),
+    fit = train.fit(model, data, data.indices("train"), data.indices("val"), config.TrainConfig(epochs=1, batch_size=4),
                     device="cpu", progress=False)
     assert fit.best_epoch == 1
     (npy,) = (tmp_path / "b").glob("*.npy")

@@ -1,7 +1,8 @@
 """The model registry: every name builds, weights are looked for quickly offline, sizes are counted."""
 from __future__ import annotations
 
-import time
+import socket
+import threading
 import warnings
 
 import huggingface_hub.constants
@@ -24,9 +25,18 @@ def empty_weight_caches(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def offline(monkeypatch, empty_weight_caches):
-    """As on a machine without network: no weights host answers."""
+def offline(monkeypatch, empty_weight_caches) -> list:
+    """As on a machine without network: no weights host answers, and every connection attempt is refused
+    and recorded (the list returned)."""
+    attempts = []
+
+    def refuse(sock, address, *args):
+        attempts.append(address)
+        raise OSError(f"offline: no connection to {address}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(models, "_host_answers", lambda url, timeout=models.PROBE_TIMEOUT: False)
+    return attempts
 
 
 @pytest.mark.parametrize("name", models.list_models())
@@ -63,12 +73,11 @@ def test_input_size_check_names_model_and_size(monkeypatch):
 
 
 def test_pretrained_auto_offline_warns_and_trains_from_scratch(offline):
-    start = time.perf_counter()
     for name in ("resnet18", "alexnet"):  # one timm (Hugging Face hub), one torchvision (torch.hub) model
         with pytest.warns(UserWarning, match=f"ImageNet weights for '{name}' are unavailable.*from scratch"):
             model = create_model(name, 4, pretrained="auto")
         assert model.pretrained_source == "scratch"
-    assert time.perf_counter() - start < 20
+    assert offline == []  # the local caches only: no download was even tried (and so none can hang)
 
 
 def test_pretrained_true_offline_raises_clearly(offline):
@@ -76,14 +85,31 @@ def test_pretrained_true_offline_raises_clearly(offline):
         create_model("efficientnet_b0", 4, pretrained=True)
 
 
-def test_real_network_probe_fails_fast_here(empty_weight_caches):
-    """Without the simulated offline switch: the actual probe of the weights host, on this machine."""
+def test_real_network_probe_reports_the_host_unreachable_here(empty_weight_caches):
+    """Without the simulated offline switch: the actual probe of the weights host, on this machine.
+    (How long the offline fallback takes is measured by benchmarks/offline_weights.py, not asserted here.)"""
     if models._host_answers(models.REGISTRY["resnet18"].weights_host):
         pytest.skip("huggingface.co answers: this machine is online, weights would really be downloaded")
-    start = time.perf_counter()
-    with pytest.raises(PretrainedUnavailableError):
+    with pytest.raises(PretrainedUnavailableError, match="huggingface.co cannot be reached"):
         create_model("resnet18", 4, pretrained=True)
-    assert time.perf_counter() - start < models.PROBE_TIMEOUT + 5
+
+
+def test_probe_gives_up_on_a_hung_name_lookup(monkeypatch):
+    """Name resolution cannot time out: the probe must return while the lookup still hangs."""
+    entered, release, finished = threading.Event(), threading.Event(), threading.Event()
+
+    def hung_lookup(address, timeout=None):
+        entered.set()
+        release.wait(60)
+        finished.set()
+        raise OSError("name lookup released")
+
+    monkeypatch.setattr(socket, "create_connection", hung_lookup)
+    try:
+        assert models._host_answers("https://weights.invalid", timeout=0.05) is False
+        assert entered.wait(10) and not finished.is_set()  # it returned before the lookup ended
+    finally:
+        release.set()
 
 
 def test_pretrained_false_never_looks_for_weights(monkeypatch):

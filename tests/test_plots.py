@@ -8,9 +8,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
 
 from bloodlib import evaluate, plots  # noqa: E402
+from conftest import check_figure  # noqa: E402
 
 CLASSES = ["EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL"]
 
@@ -20,21 +20,6 @@ def _no_show_and_close(monkeypatch):
     monkeypatch.setattr(plt, "show", lambda *a, **k: pytest.fail("plots must not call plt.show()"))
     yield
     plt.close("all")
-
-
-def _title(fig: Figure) -> str:
-    suptitle = fig._suptitle.get_text() if fig._suptitle is not None else ""
-    return suptitle or " ".join(ax.get_title() for ax in fig.axes)
-
-
-def _check(fig, *, labelled: bool = True) -> None:
-    assert isinstance(fig, Figure)
-    assert _title(fig).strip()
-    if labelled:
-        plotted = [ax for ax in fig.axes if ax.axison]
-        assert plotted
-        for ax in plotted:
-            assert ax.get_xlabel() and ax.get_ylabel() or ax.get_title(), ax
 
 
 @pytest.fixture(scope="module")
@@ -54,27 +39,21 @@ def test_class_distribution():
     before = pd.Series([88, 33, 20, 206, 3], index=CLASSES + ["BASOPHIL"])
     after = pd.Series([88, 33, 20, 185], index=CLASSES)
     fig = plots.class_distribution(before, after)
-    _check(fig)
+    check_figure(fig)
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_xticklabels()] == CLASSES + ["BASOPHIL"]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["before cleaning", "after cleaning"]
-
-
-def test_cleaning_steps():
-    table = pd.DataFrame([[88, 33, 20, 206], [88, 33, 20, 185]], columns=CLASSES,
-                         index=pd.Index(["raw", "delete 10% of neutrophils"], name="step"))
-    _check(plots.cleaning_steps(table))
 
 
 def test_image_figures(images):
     x, y = images
     for fig in (plots.sample_grid(x, y, CLASSES, per_class=3), plots.average_images(x, y, CLASSES),
                 plots.image_grid(x[:5], [f"image {i}" for i in range(5)], ncols=3)):
-        _check(fig, labelled=False)
+        check_figure(fig)
     grid = plots.sample_grid(x, y, CLASSES, per_class=3)
     assert [ax.get_ylabel().split("\n")[0] for ax in grid.axes[::3]] == CLASSES  # class name on each row
     # channels-last input (Grad-CAM overlays) works too
-    _check(plots.image_grid(x.permute(0, 2, 3, 1).numpy()[:2], ["a", "b"]), labelled=False)
+    check_figure(plots.image_grid(x.permute(0, 2, 3, 1).numpy()[:2], ["a", "b"]))
     with pytest.raises(ValueError, match="3 colour channels"):
         plots.image_grid(np.zeros((2, 4, 8, 8), dtype=np.uint8))
 
@@ -82,7 +61,7 @@ def test_image_figures(images):
 def test_channel_histograms_are_densities(images):
     x, y = images
     fig = plots.channel_histograms(x, y, CLASSES, bins=32)
-    _check(fig)
+    check_figure(fig)
     line = fig.axes[0].get_lines()[0]
     xs, ys = line.get_data()
     assert np.sum(ys) * (256 / 32) == pytest.approx(1.0)  # each line integrates to one
@@ -93,10 +72,10 @@ def test_size_statistics():
     df = pd.DataFrame({"width": [640] * 5 + [320], "height": [480] * 5 + [240],
                        "box_width": [150, 170, np.nan, 120, 200, 90], "box_height": [140, 160, np.nan, 130, 190, 80],
                        "label": ["EOSINOPHIL", "LYMPHOCYTE", None, "MONOCYTE", "NEUTROPHIL", "NEUTROPHIL"]})
-    _check(plots.size_statistics(df))
+    check_figure(plots.size_statistics(df))
     # a dataset without WBC boxes (kaggle-augmented, a folder of images): the image sizes alone
     no_boxes = plots.size_statistics(df[["width", "height"]])
-    _check(no_boxes)
+    check_figure(no_boxes)
     assert len(no_boxes.axes) == 1
 
 
@@ -105,7 +84,7 @@ def test_training_curves():
                             "train_accuracy": [.3, .5, .6], "val_accuracy": [.3, .4, .5],
                             "train_macro_f1": [.2, .4, .5], "val_macro_f1": [.2, .45, .4]})
     fig = plots.training_curves(history)
-    _check(fig)
+    check_figure(fig)
     assert [ax.get_title() for ax in fig.axes] == ["loss", "accuracy", "macro-F1"]
     assert "best epoch (2)" in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
 
@@ -116,13 +95,13 @@ def test_evaluation_figures():
     prob = rng.dirichlet(np.ones(4), len(y))
     counts, normalised = evaluate.confusion_tables(y, prob, CLASSES)
     fig = plots.confusion_matrix(counts, normalised)
-    _check(fig)
+    check_figure(fig)
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == CLASSES
-    _check(plots.per_class_bars(evaluate.per_class_table(y, prob, CLASSES)))
+    check_figure(plots.per_class_bars(evaluate.per_class_table(y, prob, CLASSES)))
     table = pd.DataFrame({"accuracy": [.8, .7], "accuracy_low": [.7, .6], "accuracy_high": [.9, .8],
                           "macro_f1": [.6, .5], "macro_f1_low": [.4, .3], "macro_f1_high": [.7, .6],
                           "params": [1e7, 5e7]}, index=pd.Index(["resnet18", "alexnet"], name="model"))
     fig = plots.metrics_with_ci(table)
-    _check(fig)
-    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["accuracy", "macro f1"]
+    check_figure(fig)
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["accuracy", "macro-F1"]
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["resnet18", "alexnet"]

@@ -15,7 +15,9 @@ from PIL import Image
 from bloodlib import config, models
 from bloodlib.__main__ import main
 from bloodlib.predict import load_image
-from bloodlib.train import TrainConfig, fit, toy_imageset
+from bloodlib.synthetic import toy_imageset
+from bloodlib.config import TrainConfig
+from bloodlib.train import fit
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
 """Rendering without a kernel: a run folder made by hand (executed notebooks with a figure, a table,
-stdout and stderr; metrics; a comparison) becomes self-contained pages and an index whose links resolve."""
+stdout and stderr; metrics; a comparison) becomes self-contained pages and an index whose links resolve
+(checked statically here; ``test_browser.py`` reads them in headless Chromium)."""
 from __future__ import annotations
 
 import re
@@ -7,6 +8,7 @@ import re
 import pytest
 
 from bloodlib import report
+from browser.check import check_report, references, report_pages
 from browser.study import SECRET_CODE, make_run, published_study
 
 
@@ -16,12 +18,12 @@ def published(tmp_path_factory):
 
 
 def _srcs(page) -> list[str]:
-    return [url for tag, attr, url in report.references(page) if tag in ("img", "script", "link", "iframe")]
+    return [url for tag, attr, url in references(page) if tag in ("img", "script", "link", "iframe")]
 
 
 def test_pages_are_self_contained(published):
     root, _ = published
-    for page in report.report_pages(root):
+    for page in report_pages(root):
         text = page.read_text()
         assert "<script src" not in text and "require.js" not in text and "mathjax" not in text.lower()
         for url in _srcs(page):
@@ -61,16 +63,16 @@ def test_index_opens_the_study(published):
     assert index.count("data:image/png;base64,") == 1  # the headline figure, inline
     assert 'href="pages/01_data.html"' in index and 'href="pages/02_figures.html"' in index
     assert f'href="runs/{run_dir.name}/notebooks/01_data.ipynb"' in index
-    hrefs = [url for tag, attr, url in report.references(root / "index.html") if tag == "a"]
+    hrefs = [url for tag, attr, url in references(root / "index.html") if tag == "a"]
     assert not [h for h in hrefs if h.startswith("/") or h.startswith("file:")]  # relative: the folder can move
 
 
 def test_every_link_resolves(published):
     root, run_dir = published
-    result = report.check_report(root)
+    result = check_report(root)
     assert result["ok"], result["problems"]
     assert {p["page"] for p in result["pages"]} == {"index.html", "pages/01_data.html", "pages/02_figures.html"}
-    assert report.check_report(run_dir)["ok"]  # the run's own copy too
+    assert check_report(run_dir)["ok"]  # the run's own copy too
 
 
 def test_check_report_finds_problems(published, tmp_path):
@@ -83,7 +85,7 @@ def test_check_report_finds_problems(published, tmp_path):
     page.write_text(page.read_text().replace("</main>", '<a href="../nowhere.html">x</a>'
                                              '<script src="https://cdn.example.org/x.js"></script>'
                                              '<img src="figure.png"></main>'))
-    problems = "\n".join(report.check_report(copy)["problems"])
+    problems = "\n".join(check_report(copy)["problems"])
     assert "nowhere.html" in problems and "loads from the network" in problems and "not embedded" in problems
 
 
@@ -96,7 +98,7 @@ def test_index_without_models_or_data(tmp_path):
 
 def test_missing_report_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="index.html: no report here"):
-        report.check_report(tmp_path)
+        check_report(tmp_path)
 
 
 def test_index_names_the_dataset_and_what_was_skipped(tmp_path):

@@ -9,7 +9,8 @@ import shutil
 import nbformat
 import pytest
 
-from bloodlib import runner
+from bloodlib import config, runner
+from browser.check import check_report
 from browser.study import make_run, make_study, received
 
 
@@ -127,7 +128,10 @@ def test_run_record(study_run):
     assert record["device"]["device"] in ("cpu", "cuda", "mps")
     assert record["data"]["checksum"] == "c0ffee" * 10 + "beef"
     assert record["models"]["from_yaml"]["pretrained"] == "scratch"
-    assert record["settings"]["image_size"] == 32 and record["settings"]["epochs"] == 3
+    assert record["settings"]["image_size"] == 32 and record["settings"]["train"]["epochs"] == 3
+    third = record["notebooks"][2]["settings"]  # what the training notebook resolved to, its recipe included
+    assert third["model"] == "from_yaml" and third["train"]["epochs"] == 3 and third["seed"] == 3
+    assert third["train"]["lr"] == config.TrainConfig.lr
     assert [n["name"] for n in record["notebooks"]] == ["01_data", "02_figures", "03_models"]
     assert all(n["status"] == "ok" and n["seconds"] > 0 for n in record["notebooks"])
 
@@ -178,4 +182,4 @@ def test_publish_replaces_the_previous_report_and_keeps_runs(tmp_path):
     assert json.loads((report / "published.json").read_text())["run_id"] == new.name
     assert old.is_dir() and new.is_dir()
     assert sorted(p.name for p in report.iterdir()) == ["index.html", "pages", "published.json", "runs"]
-    assert rep.check_report(report)["ok"]
+    assert check_report(report)["ok"]

@@ -3,16 +3,17 @@ from __future__ import annotations
 
 import dataclasses
 
-import json
-
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from bloodlib import config, models, train
-from bloodlib.train import (BEST, LAST, CheckpointError, NonFiniteLossError, TrainConfig, augment_batch, fit,
-                            load_checkpoint, load_model, predict_proba, toy_imageset)
+from bloodlib.checkpoints import BEST, LAST, CheckpointError, load_checkpoint, load_model, read_checkpoint
+from bloodlib.predict import predict_proba
+from bloodlib.synthetic import toy_imageset
+from bloodlib.config import TrainConfig
+from bloodlib.train import NonFiniteLossError, fit
 
 TIMING = ["seconds", "images_per_second"]  # the only history columns allowed to differ between equal runs
 
@@ -103,47 +104,6 @@ def test_checkpoint_round_trip_gives_same_predictions(tiny, data, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [BEST, LAST]  # no temporary file left behind
 
 
-@pytest.fixture
-def checkpoint(tiny, data, tmp_path):
-    return _fit(data, TrainConfig(epochs=1, batch_size=8), out_dir=tmp_path / "run").checkpoint
-
-
-@pytest.mark.parametrize("expect, message", [
-    (dict(model_name="resnet18"), "made for model 'tiny', expected 'resnet18'"),
-    (dict(classes=["A", "B", "C", "D"]), "made for classes"),
-    (dict(image_size=32), r"made for image_size \[16, 16\], expected \[32, 32\]"),
-])
-def test_checkpoint_for_something_else_is_refused(checkpoint, expect, message):
-    with pytest.raises(CheckpointError, match=message) as error:
-        load_model(checkpoint, **expect)
-    assert str(checkpoint) in str(error.value)
-
-
-class Payload:
-    """Stands for any pickled object: a checkpoint must never make torch.load build one."""
-
-
-@pytest.mark.parametrize("kind, write, message", [
-    ("random bytes", lambda p: p.write_bytes(np.random.default_rng(0).bytes(2000)), "not a file written by torch.save"),
-    ("JSON", lambda p: p.write_text(json.dumps({"state_dict": {}})), "not a file written by torch.save"),
-    ("empty", lambda p: p.write_bytes(b""), "not a file written by torch.save"),
-    ("pickled object", lambda p: torch.save({"format": train.CHECKPOINT_FORMAT, "x": Payload()}, p),
-     "refused: it holds Python objects"),
-    ("other torch file", lambda p: torch.save({"weights": torch.zeros(2)}, p), "not a bloodlib checkpoint"),
-])
-def test_a_file_that_is_not_a_checkpoint_is_refused(tmp_path, kind, write, message):
-    path = tmp_path / "model.pt"
-    write(path)
-    with pytest.raises(CheckpointError, match=message) as error:
-        load_checkpoint(path)
-    assert str(path) in str(error.value)
-
-
-def test_missing_checkpoint_names_the_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nothing.pt"):
-        load_model(tmp_path / "nothing.pt")
-
-
 def test_interrupted_run_keeps_its_best_checkpoint(tiny, data, tmp_path):
     model, calls = _model(), []
     steps = len(data.training_indices(data.indices("train"))) // 8
@@ -157,7 +117,7 @@ def test_interrupted_run_keeps_its_best_checkpoint(tiny, data, tmp_path):
         _fit(data, model=model, out_dir=tmp_path)
     state, meta = load_checkpoint(tmp_path / BEST)
     assert meta["epoch"] in (1, 2)
-    assert train.read_checkpoint(tmp_path / LAST)["train_state"]["epoch"] == 2
+    assert read_checkpoint(tmp_path / LAST)["train_state"]["epoch"] == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == [BEST, LAST]
 
 
@@ -177,7 +137,7 @@ def test_resume_continues_an_interrupted_run_exactly(tiny, data, tmp_path, extra
     assert resumed.history.drop(columns=TIMING).equals(whole.history.drop(columns=TIMING))
     assert resumed.best_epoch == whole.best_epoch
     # a finished run keeps a small record instead of its optimizer state, and resuming it changes nothing
-    assert train.read_checkpoint(tmp_path / "cut" / LAST)["state_dict"] is None
+    assert read_checkpoint(tmp_path / "cut" / LAST)["state_dict"] is None
     again = _fit(data, cfg, model=_model(seed=5), out_dir=tmp_path / "cut", resume=True)
     assert again.history.drop(columns=TIMING).equals(whole.history.drop(columns=TIMING))
 
@@ -192,7 +152,7 @@ def test_resume_state_written_every_save_every_seconds_still_resumes_exactly(tin
     with pytest.raises(RuntimeError, match="interrupted"):
         _fit(data, cfg, out_dir=tmp_path / "cut", callback=stop_after_3, save_every=3600)
     # within the hour only the first epoch's state was written; best.pt may be newer
-    assert train.read_checkpoint(tmp_path / "cut" / LAST)["train_state"]["epoch"] == 1
+    assert read_checkpoint(tmp_path / "cut" / LAST)["train_state"]["epoch"] == 1
     resumed = _fit(data, cfg, model=_model(seed=123), out_dir=tmp_path / "cut", resume=True)
     assert resumed.history.drop(columns=TIMING).equals(whole.history.drop(columns=TIMING))
     assert resumed.best_epoch == whole.best_epoch
@@ -203,68 +163,6 @@ def test_resume_with_another_setup_is_refused(tiny, data, tmp_path):
     _fit(data, cfg, out_dir=tmp_path)
     with pytest.raises(CheckpointError, match="another training set-up.*'lr': \\(0.001, 0.01\\)"):
         _fit(data, TrainConfig(epochs=2, batch_size=8, lr=0.01), out_dir=tmp_path, resume=True)
-
-
-def test_augment_batch_keeps_dtype_and_shape_and_is_identity_when_disabled():
-    images = torch.randint(0, 256, (6, 3, 20, 28), dtype=torch.uint8)
-    assert augment_batch(images, enabled=False) is images
-    out = augment_batch(images, torch.Generator().manual_seed(0))
-    assert out.dtype == torch.uint8 and out.shape == images.shape and not torch.equal(out, images)
-    again = augment_batch(images, torch.Generator().manual_seed(0))
-    assert torch.equal(out, again)  # the generator decides everything
-    floats = augment_batch(images.float() / 255, torch.Generator().manual_seed(0))
-    assert floats.dtype == torch.float32 and floats.shape == images.shape
-
-
-def test_rotations_fill_corners_with_the_image_not_black():
-    flat = torch.full((4, 3, 16, 24), 150, dtype=torch.uint8)
-    out = augment_batch(flat, torch.Generator().manual_seed(0), brightness=0, contrast=0, saturation=0, hue=0)
-    assert (out.int() - 150).abs().max() <= 1
-
-
-def test_colour_jitter_moves_colours_but_not_pixels():
-    images = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
-    out = augment_batch(images, torch.Generator().manual_seed(0), flip=False, rotate=False)
-    assert out.shape == images.shape and not torch.equal(out, images)
-    assert (out.float() - images.float()).abs().mean() < 60
-
-
-def _bright_square(n: int = 64, side: int = 32, half: int = 6) -> torch.Tensor:
-    images = torch.zeros(n, 3, side, side, dtype=torch.uint8)
-    images[:, :, side // 2 - half:side // 2 + half, side // 2 - half:side // 2 + half] = 255
-    return images
-
-
-def _no_colour(**geometry) -> dict:
-    return dict(flip=False, rotate=False, brightness=0, contrast=0, saturation=0, hue=0, **geometry)
-
-
-def test_zoom_scales_the_cell_within_its_range():
-    images = _bright_square()
-    zoomed = augment_batch(images, torch.Generator().manual_seed(0), **_no_colour(zoom=0.25))
-    ratio = (zoomed.float().mean((1, 2, 3)) / images.float().mean((1, 2, 3)))  # area of the square: zoom squared
-    assert ratio.min() >= 1 / 1.25 ** 2 - 0.1 and ratio.max() <= 1.25 ** 2 + 0.1
-    assert ratio.min() < 0.85 and ratio.max() > 1.15  # both ways
-
-
-def test_shift_moves_the_cell_by_at_most_its_fraction_of_the_side():
-    images, side = _bright_square(), 32
-    shifted = augment_batch(images, torch.Generator().manual_seed(0), **_no_colour(shift=0.125)).float()
-    coords = torch.arange(side, dtype=torch.float32)
-    weight = shifted[:, 0].sum((1, 2))
-    cx = (shifted[:, 0].sum(1) * coords).sum(1) / weight
-    cy = (shifted[:, 0].sum(2) * coords).sum(1) / weight
-    centre = (side - 1) / 2
-    offsets = torch.stack([cx - centre, cy - centre])
-    assert offsets.abs().max() <= 0.125 * side + 0.5 and offsets.abs().max() > 0.06 * side
-    assert torch.allclose(shifted.mean((1, 2, 3)), images.float().mean((1, 2, 3)), rtol=0.05)  # moved, not scaled
-
-
-def test_zoom_and_shift_off_draw_nothing_extra():
-    # a run without them repeats one from before they existed: same random stream, same batch
-    images = torch.randint(0, 256, (6, 3, 20, 28), dtype=torch.uint8)
-    plain = augment_batch(images, torch.Generator().manual_seed(3))
-    assert torch.equal(plain, augment_batch(images, torch.Generator().manual_seed(3), zoom=0.0, shift=0.0))
 
 
 @pytest.mark.parametrize("field, value", [("zoom", -0.1), ("zoom", 1.0), ("shift", 0.5)])
@@ -308,23 +206,15 @@ def test_schedule_works_for_runs_of_any_length():
             assert max(lrs) == pytest.approx(0.1, rel=0.05) and lrs[-2] < 0.01  # warm up to the peak, anneal
 
 
-def test_train_config_from_settings(tmp_path):
-    settings = config.resolve("smoke", output_dir=tmp_path, seed=7)
-    cfg = TrainConfig.from_settings(settings, lr=0.01)
-    assert (cfg.epochs, cfg.batch_size, cfg.patience, cfg.seed, cfg.lr) == (2, 32, 2, 7, 0.01)
+def test_loop_on_real_images(bccd_root, tmp_path):
+    """One short epoch on the real images (32 px full smears), on the first split of the run."""
+    from bloodlib import datasets
 
-
-def test_loop_on_real_images(bccd_root, tmp_path, monkeypatch):
-    """One short epoch on the real images (32 px full smears), when the data and datasets.prepare exist."""
-    datasets = pytest.importorskip("bloodlib.datasets")
-    if not hasattr(datasets, "prepare"):
-        pytest.skip("bloodlib.datasets.prepare is not available yet")
-    monkeypatch.setattr(config, "cache_dir", lambda: tmp_path / "cache")
-    settings = config.resolve("smoke", data_dir=bccd_root, output_dir=tmp_path, image_size=32, mode="full")
-    data = datasets.prepare(settings, progress=False).data
-    train_idx = data.indices("train")[::3]  # a third: the point is the real images, not the learning
-    result = fit(_model("resnet18"), data, train_idx, data.indices("val"),
-                 TrainConfig.from_settings(settings, epochs=1), out_dir=tmp_path / "run", progress=False)
+    settings = config.resolve("smoke", data_dir=bccd_root, output_dir=tmp_path, image_size=32, mode="full", epochs=1)
+    prepared = datasets.prepare(settings, progress=False)
+    data, split = prepared.data, prepared.splits[0]
+    result = fit(_model("resnet18"), data, split.train[::3], split.val,  # a third: the point is the real images
+                 settings.train, out_dir=tmp_path / "run", progress=False)
     assert result.history["val_macro_f1"].between(0, 1).all()
     assert load_model(result.checkpoint, classes=data.classes, image_size=data.image_size).checkpoint_metadata["mode"] == "full"
 
@@ -335,7 +225,7 @@ def test_ema_weights_are_validated_kept_and_saved(tiny, data, tmp_path):
     result = _fit(data, cfg, model=model, out_dir=tmp_path)
     plain = _fit(data, dataclasses.replace(cfg, ema_decay=0.0), out_dir=tmp_path / "plain")
     assert not result.history["val_loss"].equals(plain.history["val_loss"])  # another model was validated
-    saved, _ = train.load_checkpoint(tmp_path / "best.pt")
+    saved, _ = load_checkpoint(tmp_path / "best.pt")
     for name, tensor in model.state_dict().items():  # what fit leaves in the model is what best.pt holds
         torch.testing.assert_close(tensor.cpu(), saved[name])
     with pytest.raises(ValueError, match="ema_decay must be in"):

@@ -1,17 +1,19 @@
-"""Find, download, verify and fingerprint the BCCD white-blood-cell data.
+"""Find, download, verify and fingerprint the data of a run, whichever dataset it uses.
 
-The study reads one *data root* ``R`` in the Kaggle layout::
+The datasets ``bccd`` and ``kaggle-augmented`` read parts of one *data root* ``R`` in the Kaggle layout::
 
-    R/dataset-master/{JPEGImages/*.jpg, Annotations/*.xml, labels.csv}   required: images and WBC labels
-    R/BCCD_Dataset/BCCD/{JPEGImages, Annotations, ImageSets}              optional: WBC boxes (crop mode)
-    R/dataset2-master/images/{TRAIN,TEST,TEST_SIMPLE}/<4 classes>/*.jpeg  optional: Kaggle only
+    R/dataset-master/{JPEGImages/*.jpg, Annotations/*.xml, labels.csv}   bccd: images and WBC labels
+    R/BCCD_Dataset/BCCD/{JPEGImages, Annotations, ImageSets}              bccd: WBC boxes (needed by crop mode)
+    R/dataset2-master/images/{TRAIN,TEST,TEST_SIMPLE}/<4 classes>/*.jpeg  kaggle-augmented (Kaggle only)
 
 :func:`find_data` tries, in order (unless ``source`` names one): a local folder (``data_dir``, the
 ``BLOODLIB_DATA`` environment variable, or ``../shared/data/bccd`` beside the checkout), the project's
 cache (``config.cache_dir()/"bccd"``), Kaggle through ``kagglehub``, and the public GitHub archives.
 Downloads are assembled into the cache in the same layout, each part renamed into place only after it
-verifies, so a second call finds the cache and does no network and no copying. A user's own data folder
-is only ever read. :func:`data_manifest` fingerprints the files a run used (path, bytes, sha256).
+verifies, so a second call finds the cache and does no network and no copying. A user's own data
+(``folder:/path``, ``csv:/path/list.csv``) is read where it is (:func:`own_root`), never copied. For every
+dataset :func:`dataset_files` lists the files a run reads and :func:`data_manifest` fingerprints them
+(path, bytes, sha256).
 """
 from __future__ import annotations
 
@@ -21,10 +23,8 @@ import hashlib
 import json
 import logging
 import os
-import posixpath
 import shutil
 import stat
-import tarfile
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterable, Mapping
@@ -70,6 +70,13 @@ EXPECTED: dict[str, dict[str, tuple[str | None, int | None]]] = {
 }
 # Counted for the summary when present, never required (dataset-master's VOC files hold RBC boxes only).
 _OPTIONAL_COUNTS = {"dataset-master/Annotations": "*.xml"}
+# The parts of the data root each Kaggle-layout dataset reads: (required, read when present). Crop mode on
+# bccd requires BCCD_Dataset too (its WBC boxes); the other datasets find the WBC by its stain.
+PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "bccd": (("dataset-master",), ("BCCD_Dataset",)),
+    "kaggle-augmented": (("dataset2-master",), ()),
+}
+KAGGLE_PARTS = ("dataset-master", "dataset2-master")  # what the Kaggle download holds
 
 
 class DataLayoutError(ValueError):
@@ -131,37 +138,58 @@ def _subset_problems(root: Path, subset: str, strict_counts: bool) -> tuple[list
     return problems, counts
 
 
-def verify_layout(root: str | os.PathLike, *, require_boxes: bool = False,
-                  strict_counts: bool = True) -> dict:
-    """Check ``root`` against :data:`EXPECTED` and return its file counts.
+def _kind(dataset: str) -> str:
+    from . import folders  # lazy: it pulls in the image stack (torchvision)
 
-    ``dataset-master`` is required; ``BCCD_Dataset`` only with ``require_boxes``; each optional part is
-    checked when present. ``strict_counts=False`` only asks for non-empty folders (synthetic test data).
-    Raises :class:`DataLayoutError` listing every problem. Reads only.
+    return folders.parse_dataset(dataset)[0]
+
+
+def _parts(kind: str, require_boxes: bool) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The parts a run on ``kind`` reads: (required, read when present)."""
+    if require_boxes and kind != "bccd":
+        raise ValueError(f"require_boxes is for the bccd smears; {kind} finds the WBC by its stain")
+    required, optional = PARTS[kind]
+    if require_boxes:
+        required, optional = required + ("BCCD_Dataset",), tuple(p for p in optional if p != "BCCD_Dataset")
+    return required, optional
+
+
+def verify_layout(root: str | os.PathLike, *, dataset: str = "bccd", require_boxes: bool = False,
+                  strict_counts: bool = True) -> dict:
+    """Check what a run on ``dataset`` reads in ``root`` and return its file counts.
+
+    ``bccd``: ``dataset-master``, and ``BCCD_Dataset`` when present (required with ``require_boxes``);
+    ``kaggle-augmented``: ``dataset2-master``; both against :data:`EXPECTED`, ``strict_counts=False`` only
+    asking for non-empty folders (synthetic test data). ``folder:``/``csv:``: ``root`` must be
+    :func:`own_root`'s; the counts are files per class folder, or the list's rows per label and how many
+    listed files exist. Raises :class:`DataLayoutError` listing every problem. Reads only.
     """
     root = Path(root).expanduser()
+    kind = _kind(dataset)
+    if kind not in PARTS:
+        own, _, counts = _own_data(dataset)
+        if root.resolve() != own:
+            raise ValueError(f"{root}: not the data root of {dataset!r}, which is {own}")
+        return {"root": str(own), **counts}
+    required, optional = _parts(kind, require_boxes)
     if not root.is_dir():
-        raise DataLayoutError(f"{root}: expected a data folder holding dataset-master/, "
+        raise DataLayoutError(f"{root}: expected a data folder holding {' and '.join(p + '/' for p in required)}, "
                               f"found {_listing(root)}")
-    problems, counts = _subset_problems(root, "dataset-master", strict_counts)
-    if problems and (root / "JPEGImages").is_dir() and (root / "labels.csv").is_file():
-        problems.append(f"{root} looks like dataset-master itself: pass its parent folder")
-    boxes = (root / "BCCD_Dataset").exists()
-    if boxes or require_boxes:
-        p, c = _subset_problems(root, "BCCD_Dataset", strict_counts)
-        if p and require_boxes and not boxes:
+    problems: list[str] = []
+    counts: dict[str, int] = {}
+    for subset in required + tuple(p for p in optional if (root / p).exists()):
+        p, c = _subset_problems(root, subset, strict_counts)
+        if p and all((root / rel).exists() for rel in EXPECTED[subset]):
+            p.append(f"{root} looks like {subset} itself: pass its parent folder")
+        if p and subset == "BCCD_Dataset" and not (root / subset).exists():
             p.append("the WBC boxes (BCCD_Dataset/BCCD) are needed for crop mode; public copy: "
                      + GITHUB_URLS["BCCD_Dataset"])
         problems += p
         counts |= c
-    dataset2 = (root / "dataset2-master").exists()
-    if dataset2:
-        p, c = _subset_problems(root, "dataset2-master", strict_counts)
-        problems += p
-        counts |= c
     if problems:
         raise DataLayoutError("wrong data layout:\n  " + "\n  ".join(problems))
-    return {"root": str(root.resolve()), **counts, "boxes": boxes, "dataset2": dataset2}
+    boxes = {"boxes": (root / "BCCD_Dataset").is_dir()} if kind == "bccd" else {}
+    return {"root": str(root.resolve()), **counts, **boxes}
 
 
 # ------------------------------------------------------------------------------------------ download
@@ -240,27 +268,13 @@ def _check_zip(zf: zipfile.ZipFile, archive: Path) -> None:
             raise UnsafeArchiveError(f"{archive}: refusing member {info.filename!r} ({reason})")
 
 
-def _check_tar(tf: tarfile.TarFile, archive: Path) -> None:
-    for m in tf.getmembers():
-        reason = _unsafe_reason(m.name)
-        if reason is None and (m.issym() or m.islnk()):
-            # a symlink resolves beside itself, a hard link from the archive root
-            base = posixpath.dirname(m.name) if m.issym() else ""
-            resolved = posixpath.normpath(posixpath.join(base, m.linkname.replace("\\", "/")))
-            if _unsafe_reason(m.linkname) or resolved == ".." or resolved.startswith("../"):
-                reason = f"link to {m.linkname!r} leaves the target"
-        if reason is None and not (m.isfile() or m.isdir() or m.issym() or m.islnk()):
-            reason = "device or special file"
-        if reason:
-            raise UnsafeArchiveError(f"{archive}: refusing member {m.name!r} ({reason})")
-
-
 def safe_extract(archive: str | os.PathLike, target: str | os.PathLike) -> Path:
-    """Extract a zip or tar archive into ``target``, which must not exist yet (or be empty).
+    """Extract a zip archive (every source the project downloads is one) into ``target``, which must not
+    exist yet (or be empty).
 
-    Every member is checked before anything is written: absolute paths, ``..`` and escaping links
-    raise :class:`UnsafeArchiveError` naming the archive and the member. Extraction goes to a
-    temporary folder beside ``target`` that is renamed at the end, so a failure leaves nothing.
+    Every member is checked before anything is written: absolute paths, ``..`` and links raise
+    :class:`UnsafeArchiveError` naming the archive and the member. Extraction goes to a temporary folder
+    beside ``target`` that is renamed at the end, so a failure leaves nothing.
     """
     archive, target = Path(archive), Path(target)
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
@@ -268,23 +282,16 @@ def safe_extract(archive: str | os.PathLike, target: str | os.PathLike) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part"))
     try:
-        if zipfile.is_zipfile(archive):
-            with zipfile.ZipFile(archive) as zf:
-                _check_zip(zf, archive)
-                zf.extractall(tmp)
-        elif tarfile.is_tarfile(archive):
-            with tarfile.open(archive) as tf:
-                _check_tar(tf, archive)
-                # the "data" filter (Python >= 3.10.12) repeats these checks and drops odd modes
-                kwargs = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-                tf.extractall(tmp, **kwargs)
-        else:
-            raise DownloadError(f"{archive}: not a zip or tar archive (truncated download?)")
+        if not zipfile.is_zipfile(archive):
+            raise DownloadError(f"{archive}: not a zip archive (truncated download?)")
+        with zipfile.ZipFile(archive) as zf:
+            _check_zip(zf, archive)
+            zf.extractall(tmp)
         if target.exists():
             target.rmdir()  # empty, checked above
         os.replace(tmp, target)
         return target
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as exc:
+    except (zipfile.BadZipFile, EOFError, OSError) as exc:
         raise DownloadError(f"{archive}: cannot extract ({type(exc).__name__}: {exc})") from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -325,6 +332,14 @@ def _is_dataset2(d: Path) -> bool:
     return (d / "images" / "TRAIN").is_dir()
 
 
+# How each part is recognised inside a download, however deep it is nested: (test, what the test looks for).
+_FINDERS: dict[str, tuple[Callable[[Path], bool], str]] = {
+    "dataset-master": (_is_dataset_master, "a folder holding labels.csv and JPEGImages/"),
+    "BCCD_Dataset": (_is_bccd_repo, "a folder holding BCCD/Annotations/"),
+    "dataset2-master": (_is_dataset2, "a folder holding images/TRAIN/"),
+}
+
+
 def _record_source(cache: Path, subset: str, origin: str) -> None:
     """Note in the cache where a part came from (provenance for the run record)."""
     path = cache / SOURCES_FILE
@@ -358,18 +373,19 @@ def _stage_copy(src: Path, subset: str, work: Path) -> Path:
     return stage
 
 
-def _from_kaggle(cache: Path, strict_counts: bool, handle: str = KAGGLE_HANDLE) -> None:
-    """dataset-master (and dataset2-master) from Kaggle, copied out of kagglehub's own cache."""
+def _from_kaggle(cache: Path, wanted: tuple[str, ...], strict_counts: bool, handle: str = KAGGLE_HANDLE) -> None:
+    """The parts of the Kaggle download, copied out of kagglehub's own cache: each of ``wanted`` or an error;
+    the others (dataset-master, dataset2-master) too when they verify, for a later run on another dataset."""
     try:
         import kagglehub  # lazy: slow to import, and only needed here
         base = Path(kagglehub.dataset_download(handle))
     except Exception as exc:  # no network, no package, API change: the caller falls through
         raise DownloadError(f"kaggle {handle}: {type(exc).__name__}: {exc}") from exc
-    found = {"dataset-master": _find_dir(base, _is_dataset_master),
-             "dataset2-master": _find_dir(base, _is_dataset2)}
-    if found["dataset-master"] is None:
-        raise DataLayoutError(f"{base}: expected a folder holding labels.csv and JPEGImages/ in the "
-                              f"Kaggle download of {handle}, found {_listing(base)}")
+    found = {subset: _find_dir(base, _FINDERS[subset][0]) for subset in KAGGLE_PARTS}
+    for subset in wanted:
+        if found[subset] is None:
+            raise DataLayoutError(f"{base}: expected {_FINDERS[subset][1]} in the Kaggle download of {handle}, "
+                                  f"found {_listing(base)}")
     for subset, src in found.items():
         if src is None or (cache / subset).exists():
             continue
@@ -378,9 +394,9 @@ def _from_kaggle(cache: Path, strict_counts: bool, handle: str = KAGGLE_HANDLE) 
                 _install(_stage_copy(src, subset, Path(work)), subset, cache, strict_counts,
                          f"kaggle:{handle}")
         except DataLayoutError as exc:
-            if subset == "dataset-master":
+            if subset in wanted:
                 raise
-            log.warning("optional %s from Kaggle skipped: %s", subset, exc)  # the study runs without it
+            log.warning("%s from Kaggle skipped: %s", subset, exc)  # this run does not read it
 
 
 def _from_github(subset: str, url: str, cache: Path, strict_counts: bool, progress: bool) -> None:
@@ -393,12 +409,8 @@ def _from_github(subset: str, url: str, cache: Path, strict_counts: bool, progre
         except DownloadError as exc:  # name the URL, not the temporary file
             raise type(exc)(f"{url}: {exc}") from exc
         archive.unlink()
-        if subset == "dataset-master":
-            src = _find_dir(extracted, _is_dataset_master)
-            what = "a folder holding labels.csv and JPEGImages/"
-        else:
-            src = _find_dir(extracted, _is_bccd_repo)
-            what = "a folder holding BCCD/Annotations/"
+        wanted, what = _FINDERS[subset]
+        src = _find_dir(extracted, wanted)
         if src is None:
             raise DataLayoutError(f"{url}: expected {what} in the archive, found {_listing(extracted)}")
         stage = work / "stage" / subset
@@ -413,30 +425,70 @@ def _from_github(subset: str, url: str, cache: Path, strict_counts: bool, progre
         _install(stage.parent, subset, cache, strict_counts, url)
 
 
-def read_sources(root: str | os.PathLike) -> dict:
-    """Where each part of a cached data root came from (empty for a user's own folder)."""
+def read_sources(root: str | os.PathLike, dataset: str = "bccd") -> dict:
+    """Where each part of a cached data root that ``dataset`` reads came from (empty for a user's own data)."""
+    kind = _kind(dataset)
+    if kind not in PARTS:
+        return {}
     try:
-        return json.loads((Path(root) / SOURCES_FILE).read_text())
+        record = json.loads((Path(root) / SOURCES_FILE).read_text())
     except (OSError, ValueError):
         return {}
+    return {part: origin for part, origin in record.items() if part in PARTS[kind][0] + PARTS[kind][1]}
 
 
-def find_data(data_dir: str | os.PathLike | None = None, *, source: str = "auto",
+def _own_data(dataset: str) -> tuple[Path, list[Path], dict[str, int]]:
+    """A user's own ``folder:``/``csv:`` dataset: the folder holding every file a run reads, those files
+    (for a list: the CSV, then each listed file that exists) and their counts."""
+    from . import folders  # lazy: it pulls in the image stack (torchvision)
+
+    kind, path = folders.parse_dataset(dataset)
+    if kind == "folder":
+        folder = Path(path).resolve()
+        listed = folders.folder_files(folder)  # names the folder when it is missing or holds no class folder
+        counts = listed["raw_label"].value_counts().sort_index()
+        return folder, [folder / f for f in listed["file"]], {f"{label}/": int(n) for label, n in counts.items()}
+    csv = Path(path).parent.resolve() / Path(path).name
+    listed, data_root = folders.csv_files(csv)  # names the CSV and the line when it is malformed
+    paths = [data_root / f for f in dict.fromkeys(listed["file"])]
+    found = [p for p in paths if p.is_file()]
+    if not found:
+        raise DataLayoutError(f"{csv}: none of the {len(paths)} listed files exists (the first: {paths[0]})")
+    counts = listed["raw_label"].value_counts().sort_index()
+    return (Path(os.path.commonpath([csv.parent, data_root])), [csv, *found],
+            {"rows": len(listed), **{f"label {label}": int(n) for label, n in counts.items()},
+             "listed files found": len(found), "listed files missing": len(paths) - len(found)})
+
+
+def own_root(dataset: str) -> Path:
+    """The folder holding a user's own dataset (``folder:/path``: that folder; ``csv:/path/list.csv``: the
+    folder holding the CSV and every file it lists), checked. Only ever read: nothing is copied or cached."""
+    return _own_data(dataset)[0]
+
+
+def find_data(data_dir: str | os.PathLike | None = None, *, dataset: str = "bccd", source: str = "auto",
               cache: str | os.PathLike | None = None, require_boxes: bool = False,
               quiet: bool = False, strict_counts: bool = True,
               urls: Mapping[str, str] | None = None, kaggle_handle: str = KAGGLE_HANDLE) -> Path:
-    """Return a verified data root, downloading into the cache only when nothing usable exists.
+    """Return a data root holding the parts ``dataset`` reads (:data:`PARTS`), verified, downloading into
+    the cache only when nothing usable exists.
 
-    ``source`` is one of :data:`SOURCES`. A folder the user names (``data_dir`` or ``BLOODLIB_DATA``)
-    is used as it is or refused with :class:`DataLayoutError`, never replaced by a download. Kaggle and
-    GitHub downloads land in ``cache`` (default ``config.cache_dir()/"bccd"``); the WBC boxes come from
-    GitHub whichever source gives the images, since Kaggle lacks them. ``urls`` overrides
-    :data:`GITHUB_URLS` (tests point it at 127.0.0.1); ``strict_counts=False`` accepts any non-empty
-    folders (tiny synthetic archives).
+    ``dataset`` is ``"bccd"`` or ``"kaggle-augmented"`` (a user's own folder or list: :func:`own_root`);
+    ``source`` is one of :data:`SOURCES`. A folder the user names (``data_dir`` or ``BLOODLIB_DATA``) is used
+    as it is or refused with :class:`DataLayoutError`, never replaced by a download. Kaggle and GitHub
+    downloads land in ``cache`` (default ``config.cache_dir()/"bccd"``); the WBC boxes of bccd come from
+    GitHub whichever source gives the images, since Kaggle lacks them; dataset2-master is only on Kaggle.
+    ``urls`` overrides :data:`GITHUB_URLS` (tests point it at 127.0.0.1); ``strict_counts=False`` accepts
+    any non-empty folders (tiny synthetic archives).
     """
     if source not in SOURCES:
         raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
-    check = dict(require_boxes=require_boxes, strict_counts=strict_counts)
+    kind = _kind(dataset)
+    if kind not in PARTS:
+        raise ValueError(f"find_data finds the datasets {sorted(PARTS)} of the Kaggle layout; {dataset!r} is "
+                         f"a user's own data, read where it is (own_root)")
+    required, optional = _parts(kind, require_boxes)
+    check = dict(dataset=kind, require_boxes=require_boxes, strict_counts=strict_counts)
     say = log.info if quiet else log.warning  # fall-through reasons
     urls = {**GITHUB_URLS, **(urls or {})}
 
@@ -464,28 +516,25 @@ def find_data(data_dir: str | os.PathLike | None = None, *, source: str = "auto"
 
     # 3. the cache: a part that is there was verified on the way in, so return at once
     cache = Path(cache).expanduser() if cache is not None else config.cache_dir() / "bccd"
-    ready = (cache / "dataset-master").is_dir() and (
-        not require_boxes or (cache / "BCCD_Dataset").is_dir())
-    if ready or source == "cache":
+    if all((cache / part).is_dir() for part in required) or source == "cache":
         # a damaged cache says so instead of being overwritten
         return _checked(cache, check, say, urls)
 
     # 4./5. downloads into the cache, part by part
     cache.mkdir(parents=True, exist_ok=True)
     failures: list[str] = []
-    if not (cache / "dataset-master").is_dir() and source in ("auto", "kaggle"):
+    from_kaggle = tuple(part for part in required if part in KAGGLE_PARTS and not (cache / part).is_dir())
+    if from_kaggle and source in ("auto", "kaggle"):
         try:
-            _from_kaggle(cache, strict_counts, kaggle_handle)
+            _from_kaggle(cache, from_kaggle, strict_counts, kaggle_handle)
         except (DownloadError, DataLayoutError, OSError) as exc:
             failures.append(str(exc))
             if source == "kaggle":
                 raise DownloadError(f"could not get the data from Kaggle into {cache}: {exc}") from exc
             say("Kaggle not usable, trying GitHub: %s", exc)
-    wanted = ["BCCD_Dataset"]
-    if source in ("auto", "github"):
-        wanted.insert(0, "dataset-master")
-    for subset in wanted:
-        if (cache / subset).is_dir():
+    # whatever Kaggle did not give and GitHub has (with source="kaggle" that is the WBC boxes only)
+    for subset in required + optional:
+        if (cache / subset).is_dir() or subset not in urls:
             continue
         try:
             _from_github(subset, urls[subset], cache, strict_counts, progress=not quiet)
@@ -493,15 +542,19 @@ def find_data(data_dir: str | os.PathLike | None = None, *, source: str = "auto"
             failures.append(str(exc))
             say("GitHub copy of %s not usable: %s", subset, exc)
 
-    if not (cache / "dataset-master").is_dir() or (require_boxes and not (cache / "BCCD_Dataset").is_dir()):
-        raise DownloadError(f"could not assemble the data in {cache} (source={source!r}):\n  "
+    missing = [part for part in required if not (cache / part).is_dir()]
+    if missing:
+        failures += [f"{part}: only the Kaggle download {kaggle_handle} has it, and source={source!r} does not "
+                     f"try Kaggle" for part in missing if part not in urls and source == "github"]
+        raise DownloadError(f"could not assemble {', '.join(missing)} in {cache} (source={source!r}):\n  "
                             + "\n  ".join(failures or ["nothing was tried"]))
     return _checked(cache, check, say, urls)
 
 
 def _checked(root: Path, check: dict, say: Callable[..., None], urls: Mapping[str, str]) -> Path:
-    """Verify a data root, and say clearly when crop mode will lack its WBC boxes."""
-    if not verify_layout(root, **check)["boxes"]:
+    """Verify a data root, and say clearly when crop mode on bccd will lack its WBC boxes."""
+    layout = verify_layout(root, **check)
+    if check["dataset"] == "bccd" and not layout["boxes"]:
         say("no WBC boxes (BCCD_Dataset/BCCD) in %s: crop mode needs them; "
             "find_data(source='github', require_boxes=True) fetches them from %s",
             root, urls["BCCD_Dataset"])
@@ -517,27 +570,38 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def data_manifest(root: str | os.PathLike,
-                  *, subsets: Iterable[str] = ("dataset-master", "BCCD_Dataset")) -> pd.DataFrame:
-    """Every file of the named parts of ``root``: path (posix, relative to root), bytes, sha256.
+def dataset_files(dataset: str, root: str | os.PathLike) -> list[str]:
+    """Every file a run on ``dataset`` reads, as posix paths relative to ``root`` (what :func:`find_data` or
+    :func:`own_root` gave), in name order.
 
-    Absent parts are skipped (the manifest shows what there was); hidden files are ignored.
-    ``dataset2-master`` (12k files) is only hashed when named.
+    bccd and kaggle-augmented: every file of their :data:`PARTS` present in ``root`` (hidden files ignored);
+    ``folder:``: every file under its class folders; ``csv:``: the CSV and each listed file that exists.
     """
-    root = Path(root)
-    rows = []
-    for subset in subsets:
-        base = root / subset
-        if not base.is_dir():
-            log.info("manifest: %s has no %s, skipped", root, subset)
+    root = Path(root).resolve()
+    kind = _kind(dataset)
+    if kind not in PARTS:
+        files = _own_data(dataset)[1]
+        outside = [f for f in files if not f.is_relative_to(root)]
+        if outside:
+            raise ValueError(f"{outside[0]}: a file of {dataset!r} outside the data root {root}")
+        return sorted(f.relative_to(root).as_posix() for f in files)
+    files = []
+    for part in PARTS[kind][0] + PARTS[kind][1]:
+        if not (root / part).is_dir():
+            log.info("manifest: %s has no %s, skipped", root, part)
             continue
-        for dirpath, dirnames, filenames in os.walk(base):
+        for dirpath, dirnames, filenames in os.walk(root / part):
             dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-            for name in filenames:
-                if name.startswith("."):
-                    continue
-                path = Path(dirpath) / name
-                rows.append((path.relative_to(root).as_posix(), path.stat().st_size, _sha256(path)))
+            files += [(Path(dirpath) / name).relative_to(root).as_posix()
+                      for name in filenames if not name.startswith(".")]
+    return sorted(files)
+
+
+def data_manifest(root: str | os.PathLike, files: Iterable[str]) -> pd.DataFrame:
+    """The fingerprint of ``files`` (posix paths relative to ``root``, see :func:`dataset_files`): path, bytes
+    and sha256 of each, in path order."""
+    root = Path(root)
+    rows = [(f, (root / f).stat().st_size, _sha256(root / f)) for f in files]
     frame = pd.DataFrame(rows, columns=["path", "bytes", "sha256"]).astype({"bytes": "int64"})
     return frame.sort_values("path", ignore_index=True)
 

@@ -1,10 +1,9 @@
 """The seed's cleaning rules as one pure, seeded function: labels.csv + images -> a manifest.
 
-The manifest has one row per labelled image: its id, file, raw and clean label, whether it was kept (or
-why it was dropped), its split and cross-validation fold. Every step is counted per class, so that the
-cleaning table in the report is computed from the data, never typed in. Splitting happens here, before any
-oversampling: the seed's "train the less-amount classes multiple times" is applied later, to the training
-positions only (:meth:`bloodlib.datasets.ImageSet.training_indices`).
+The manifest has one row per labelled image: its id, file, raw and clean label, and whether it was kept (or
+why it was dropped). Every step is counted per class, so that the cleaning table in the report is computed
+from the data, never typed in. The kept images are split afterwards, by :func:`bloodlib.splits.plan`, before
+any oversampling.
 """
 from __future__ import annotations
 
@@ -15,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedKFold, train_test_split
 
 # The four classes the study keeps; BASOPHIL (3 images) is known but too rare to learn or to split.
 CLASSES = ("EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL")
@@ -43,10 +41,7 @@ class CleaningParams:
     drop_classes: tuple[str, ...] = ("BASOPHIL",)
     require_wbc_box: bool = True  # the same images in crop and full mode, so that the two are comparable
     neutrophil_drop_fraction: float = 0.10
-    val_fraction: float = 0.15
-    test_fraction: float = 0.15
-    folds: int = 5
-    min_per_class: int = 5  # fewer images than this cannot be split into train, validation and test
+    min_per_class: int = 5  # folder datasets: a class with fewer images is dropped (too small to split)
 
 
 @dataclasses.dataclass
@@ -106,7 +101,7 @@ def image_file(image_id: int) -> str:
 def clean(labels: pd.DataFrame, files: Iterable[str], *, unreadable: Iterable[str] = (),
           wbc_boxes: Mapping[str, int] | None = None, params: CleaningParams = CleaningParams(),
           source: str = "labels.csv") -> Cleaning:
-    """Apply the seed's rules in order, then split the kept images (stratified) before any oversampling.
+    """Apply the seed's rules in order; the kept images are split later (:func:`bloodlib.splits.plan`).
 
     ``files`` are the image files that exist (relative to the data root), ``unreadable`` those that fail
     to decode, ``wbc_boxes`` the number of WBC boxes per file (``None``: no box rule). Nothing is read
@@ -120,13 +115,12 @@ def clean(labels: pd.DataFrame, files: Iterable[str], *, unreadable: Iterable[st
               zip(manifest["image_id"], manifest["raw_label"])]
     manifest["label"] = [_clean_label(p, params.keep_same_class_doubles) for p in parsed]
     manifest["reason"] = ""
-    rows = []  # (step, per-class counts of what is still kept)
-    rows.append(("label rows in labels.csv", _counts(manifest)))
+    rows = [("label rows in labels.csv", manifest["label"].copy())]  # (step, labels of the images still kept)
 
     def drop(reason: str, mask) -> None:
         mask = np.asarray(mask, bool) & (manifest["reason"] == "").to_numpy()
         manifest.loc[mask, "reason"] = reason
-        rows.append((STEPS[reason], _counts(manifest)))
+        rows.append((STEPS[reason], manifest.loc[manifest["reason"] == "", "label"]))
 
     drop("no_image", ~manifest["file"].isin(files))
     drop("empty_label", [len(p) == 0 for p in parsed])
@@ -137,9 +131,11 @@ def clean(labels: pd.DataFrame, files: Iterable[str], *, unreadable: Iterable[st
         drop("no_wbc_box", [wbc_boxes.get(f, 0) == 0 for f in manifest["file"]])
     drop("neutrophil_subsample", _subsample(manifest, "NEUTROPHIL", params.neutrophil_drop_fraction, params.seed))
     manifest["kept"] = manifest["reason"] == ""
+    if not manifest["kept"].any():
+        raise ValueError(f"{source}: no image is left after cleaning")
     manifest["group"] = manifest["image_id"].astype(str)  # one smear, one cell: its own group
-    _assign_splits(manifest, params, source)
-    table = _table(rows)
+    manifest["split"] = ""  # BCCD brings no split of its own
+    table = step_table(rows, first=KNOWN_CATEGORIES)
     return Cleaning(manifest=manifest, table=table, params=params)
 
 
@@ -149,17 +145,15 @@ def _clean_label(parts: tuple[str, ...], keep_same_class_doubles: bool) -> str:
     return ""
 
 
-def _counts(manifest: pd.DataFrame) -> dict[str, int]:
-    kept = manifest[manifest["reason"] == ""]
-    labels = kept["label"].replace("", OTHER)
-    return labels.value_counts().to_dict()
-
-
-def _table(rows: list[tuple[str, dict]]) -> pd.DataFrame:
-    table = pd.DataFrame([counts for _, counts in rows], index=[step for step, _ in rows]).fillna(0).astype(int)
-    columns = [c for c in (*KNOWN_CATEGORIES, OTHER) if c in table.columns]
-    columns += sorted(set(table.columns) - set(columns))
-    table = table[columns]
+def step_table(rows: list[tuple[str, pd.Series]], first: Iterable[str] = ()) -> pd.DataFrame:
+    """Images per class after each step (the report's cleaning table), from (step, labels of the images still
+    kept) pairs. Columns: the classes of ``first`` in that order, the other classes by name, :data:`OTHER` (an
+    empty label: no single class), and the total."""
+    counts = [labels.replace("", OTHER).value_counts().to_dict() for _, labels in rows]
+    table = pd.DataFrame(counts, index=[step for step, _ in rows]).fillna(0).astype(int)
+    classes = [c for c in first if c in table.columns]
+    classes += sorted(set(table.columns) - {*classes, OTHER})
+    table = table[classes + [OTHER] * (OTHER in table.columns)]
     table["total"] = table.sum(axis=1)
     table.index.name = "step"
     return table
@@ -175,38 +169,6 @@ def _subsample(manifest: pd.DataFrame, label: str, fraction: float, seed: int) -
     mask = np.zeros(len(manifest), bool)
     mask[chosen] = True
     return mask
-
-
-def _assign_splits(manifest: pd.DataFrame, params: CleaningParams, source: str) -> None:
-    """Stratified train/val/test split and stratified k-fold ids, both over the kept images only."""
-    kept = manifest.index[manifest["kept"]]
-    labels = manifest.loc[kept, "label"]
-    counts = labels.value_counts()
-    too_small = counts[counts < max(params.min_per_class, params.folds)]
-    if len(kept) == 0:
-        raise ValueError(f"{source}: no image is left after cleaning")
-    if len(too_small):
-        raise ValueError(f"{source}: class(es) too small to split after cleaning: {too_small.to_dict()}; "
-                         f"each class needs at least {max(params.min_per_class, params.folds)} images")
-    rest, test = train_test_split(kept, test_size=params.test_fraction, stratify=labels, random_state=params.seed)
-    val_share = params.val_fraction / (1 - params.test_fraction)
-    train, val = train_test_split(rest, test_size=val_share, stratify=labels[rest], random_state=params.seed)
-    manifest["split"] = ""
-    manifest.loc[train, "split"] = "train"
-    manifest.loc[val, "split"] = "val"
-    manifest.loc[test, "split"] = "test"
-    manifest["fold"] = -1
-    folds = StratifiedKFold(n_splits=params.folds, shuffle=True, random_state=params.seed)
-    for fold, (_, held_out) in enumerate(folds.split(kept, labels)):
-        manifest.loc[kept[held_out], "fold"] = fold
-
-
-def summary(cleaning: Cleaning) -> pd.DataFrame:
-    """Images per class and split after cleaning (the table under the split in notebook 02)."""
-    kept = cleaning.kept
-    table = pd.crosstab(kept["label"], kept["split"], margins=True, margins_name="total")
-    order = [c for c in ("train", "val", "test") if c in table.columns]
-    return table[order + sorted(set(table.columns) - {*order, "total"}) + ["total"]]
 
 
 def check_readable(paths: Mapping[str, Path], opener: Callable[[Path], object]) -> list[str]:

@@ -9,8 +9,6 @@ import pandas as pd
 from . import evaluate, fileio
 
 ALPHA = 0.05
-NAMES = {"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy", "macro_f1": "macro-F1",
-         "roc_auc": "ROC-AUC"}
 
 
 @dataclasses.dataclass
@@ -57,8 +55,8 @@ def display_table(comparison: Comparison) -> pd.DataFrame:
     """The table a reader wants: "0.912 [0.881, 0.940]" per metric, sizes and times rounded."""
     table = comparison.table
     shown = pd.DataFrame(index=table.index)
-    for metric, name in NAMES.items():
-        shown[name] = [f"{v:.3f} [{lo:.3f}, {hi:.3f}]" for v, lo, hi in
+    for metric in evaluate.HEADLINE:
+        shown[evaluate.METRIC_LABELS[metric]] = [f"{v:.3f} [{lo:.3f}, {hi:.3f}]" for v, lo, hi in
                        zip(table[metric], table[f"{metric}_low"], table[f"{metric}_high"])]
     if "validation_accuracy" in table and table["validation_accuracy"].notna().any():
         shown["validation accuracy"] = table["validation_accuracy"].round(3)  # beside the test's: is it honest?
@@ -108,9 +106,9 @@ def conclusion(comparison: Comparison, alpha: float = ALPHA) -> str:
                          "intervals count smears, not copies.")
     if comparison.fold_tests is not None and len(comparison.fold_tests):
         significant = comparison.fold_tests[comparison.fold_tests["p_holm"] < alpha]
-        lines.append("Over folds (paired t-test of macro-F1): "
+        lines.append("Over folds (corrected resampled t-test of macro-F1, Nadeau-Bengio, Holm-adjusted): "
                      + ("no pair differs significantly." if significant.empty else
-                        "; ".join(f"{r.model_a} vs {r.model_b} differ (p = {r.p_value:.3g})"
+                        "; ".join(f"{r.model_a} vs {r.model_b} differ (p = {r.p_value:.3g}, Holm {r.p_holm:.3g})"
                                   for r in significant.itertuples()) + "."))
     sources = set(table["pretrained_source"].fillna("scratch"))
     lines.append("All models were trained from scratch (no ImageNet weights could be fetched)."

@@ -16,6 +16,10 @@ import numpy as np
 ENV_DATA = "BLOODLIB_DATA"
 ENV_PROFILE = "BLOODLIB_PROFILE"
 ENV_OUTPUT = "BLOODLIB_OUTPUT"
+ENV_CACHE = "BLOODLIB_CACHE"
+
+# The layers of defaults, lowest first: TrainConfig's and Settings' own (the base recipe), then the profile,
+# then the dataset within the profile, then the model's recipe, then what the caller sets (resolve()).
 
 # A profile fixes how much work a run does; every value can still be overridden one by one.
 PROFILES: dict[str, dict] = {
@@ -27,38 +31,94 @@ PROFILES: dict[str, dict] = {
                  gradcam_per_class=2),
 }
 
-# A dataset's own defaults within a profile, below anything set explicitly. dataset2-master trains on 8.6k
-# images an epoch (BCCD: about 470 with oversampling), so its full profile runs fewer epochs, on 64 px crops
-# around the WBC found by its stain (TEST accuracy 0.877 against 0.789 for whole 64x85 fields, resnet18, 8
-# epochs); a validation and test set of its own replace the folds.
+# A dataset's own defaults within a profile. dataset2-master trains on 8.6k images an epoch (BCCD: about 470
+# with oversampling), so its full profile runs fewer epochs, on 64 px crops around the WBC found by its stain
+# (TEST accuracy 0.877 against 0.789 for whole 64x85 fields, resnet18, 8 epochs).
 DATASET_DEFAULTS: dict[tuple[str, str], dict] = {
     ("full", "kaggle-augmented"): dict(mode="crop", image_size=64, epochs=12, patience=4),
     ("smoke", "kaggle-augmented"): dict(mode="crop", epochs=1, patience=1),
 }
 
+# A model's own recipe (TrainConfig fields only), like timm's pretrained_cfg: efficientnet_b0 trains at a higher
+# learning rate (4-fold macro-F1 0.44 -> 0.61 on BCCD crops).
+MODEL_RECIPES: dict[str, dict] = {
+    "efficientnet_b0": dict(lr=3e-3),
+}
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """How one model is trained: the base recipe, below the profile, the dataset and the model (see :func:`resolve`).
+
+    Every field is a notebook parameter and is saved with the checkpoint."""
+    epochs: int = 40
+    batch_size: int = 32
+    lr: float = 1e-3  # peak learning rate of the one-cycle schedule
+    weight_decay: float = 0.05  # AdamW; biases and norm layers are not decayed
+    warmup: float = 0.1  # fraction of the steps spent warming up (one-cycle's pct_start)
+    patience: int = 12  # epochs without a better validation macro-F1 before stopping
+    label_smoothing: float = 0.1
+    augment: bool = True  # random flips, rotations, colour jitter (training batches only)
+    colour_jitter: float = 1.0  # scales the colour jitter of augment_batch (0: geometry only)
+    zoom: float = 0.0  # > 0: random zoom by a factor in [1 / (1 + zoom), 1 + zoom] (augment_batch)
+    shift: float = 0.0  # > 0: random shift by up to this fraction of the side, on each axis (augment_batch)
+    ema_decay: float = 0.0  # > 0: validate, select and keep an exponential moving average of the weights
+    mixup_alpha: float = 0.0  # > 0: timm's Mixup blends pairs of training images and their labels
+    cutmix_alpha: float = 0.0  # > 0: ... or pastes a patch of one into the other (with both, one per batch)
+    oversample: bool = True  # ImageSet.training_indices: repeat the rare classes
+    seed: int = 42
+    eval_batch_size: int = 128
+    channels_last: bool | None = None  # None: on CUDA yes, on CPU where precision.CPU_SPEEDUPS measured a gain
+    cpu_bf16: bool | None = None  # None: bf16 autocast on CPU where precision.CPU_SPEEDUPS measured a gain
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size", "patience", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"TrainConfig.{name} must be at least 1, got {getattr(self, name)}")
+        if not 0 <= self.zoom < 1 or not 0 <= self.shift < 0.5:
+            raise ValueError(f"TrainConfig.zoom must be in [0, 1) and shift in [0, 0.5), got {self.zoom}, {self.shift}")
+        if self.mixup_alpha < 0 or self.cutmix_alpha < 0:
+            raise ValueError("TrainConfig.mixup_alpha and cutmix_alpha must be >= 0")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"TrainConfig.ema_decay must be in [0, 1), got {self.ema_decay}")
+
+
+
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """The resolved parameters of one notebook run."""
+    """The resolved parameters of one notebook run; ``train`` is the recipe for ``model`` (see :func:`resolve`)."""
     profile: str
     data_dir: Path | None
     output_dir: Path
+    image_size: int
+    folds: int  # cross-validation folds; 1: a holdout split (see bloodlib.splits)
+    repeats: int
+    bootstrap: int
+    gradcam_per_class: int
+    train: TrainConfig
+    model: str | None = None
     dataset: str = "bccd"
     mode: str = "crop"
-    image_size: int = 96
     crop_margin: float = 0.15
     seed: int = 42
-    epochs: int = 30
-    batch_size: int = 32
-    patience: int = 12
-    folds: int = 4
-    repeats: int = 1
-    bootstrap: int = 2000
-    gradcam_per_class: int = 2
+    requested: dict = dataclasses.field(default_factory=dict)  # what the caller set, to resolve for another model
 
     def as_dict(self) -> dict:
         d = dataclasses.asdict(self)
         return {k: str(v) if isinstance(v, Path) else v for k, v in d.items()}
+
+    def for_model(self, model: str) -> "Settings":
+        """The same parameters with ``model``'s recipe (a notebook resolved before the model was known)."""
+        if model == self.model:
+            return self
+        return resolve(self.profile, self.data_dir, self.output_dir, model=model, **self.requested)
+
+
+SETTINGS_FIELDS = ("dataset", "mode", "image_size", "crop_margin", "seed", "folds", "repeats", "bootstrap",
+                   "gradcam_per_class")
+TRAIN_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name != "seed")
+PARAMETERS = ("profile", "data_dir", "output_dir", "model_name", *SETTINGS_FIELDS, *TRAIN_FIELDS)
 
 
 def project_root(start: Path | None = None) -> Path:
@@ -71,32 +131,54 @@ def project_root(start: Path | None = None) -> Path:
 
 
 def resolve(profile: str | None = None, data_dir: str | os.PathLike | None = None,
-            output_dir: str | os.PathLike | None = None, **overrides) -> Settings:
-    """Fill ``None`` parameters from the environment and the profile; reject unknown names early."""
+            output_dir: str | os.PathLike | None = None, *, model: str | None = None, **overrides) -> Settings:
+    """Fill ``None`` parameters from the environment and the layers of defaults; reject unknown names early.
+
+    Lowest first: the base recipe (TrainConfig, Settings), the profile, the dataset within the profile,
+    ``model``'s recipe (MODEL_RECIPES), then ``overrides`` (any field of Settings or TrainConfig).
+    """
     profile = profile or os.environ.get(ENV_PROFILE) or "full"
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}: expected one of {sorted(PROFILES)}")
-    fields = {f.name for f in dataclasses.fields(Settings)}
-    unknown = set(overrides) - fields
+    unknown = set(overrides) - set(SETTINGS_FIELDS) - set(TRAIN_FIELDS)
     if unknown:
-        raise ValueError(f"unknown parameter(s) {sorted(unknown)}: expected some of {sorted(fields)}")
-    values = dict(PROFILES[profile])
-    values.update(DATASET_DEFAULTS.get((profile, overrides.get("dataset") or "bccd"), {}))
-    values.update({k: v for k, v in overrides.items() if v is not None})
+        raise ValueError(f"unknown parameter(s) {sorted(unknown)}: expected some of "
+                         f"{sorted(SETTINGS_FIELDS + TRAIN_FIELDS)}")
+    requested = {k: v for k, v in overrides.items() if v is not None}
+    dataset = requested.get("dataset") or "bccd"
+    values = {**PROFILES[profile], **DATASET_DEFAULTS.get((profile, dataset), {}),
+              **MODEL_RECIPES.get(model, {}), **requested}
+    seed = values.get("seed", Settings.seed)
+    train = TrainConfig(**{k: v for k, v in values.items() if k in TRAIN_FIELDS}, seed=seed)
     data_dir = data_dir or os.environ.get(ENV_DATA) or None
     output_dir = output_dir or os.environ.get(ENV_OUTPUT) or project_root() / "outputs"
     settings = Settings(profile=profile, data_dir=Path(data_dir).expanduser() if data_dir else None,
-                        output_dir=Path(output_dir).expanduser().resolve(), **values)
+                        output_dir=Path(output_dir).expanduser().resolve(), train=train, model=model,
+                        requested=requested, **{k: v for k, v in values.items() if k in SETTINGS_FIELDS})
     if settings.mode not in ("crop", "full"):
         raise ValueError(f"mode must be 'crop' or 'full', got {settings.mode!r}")
     if settings.image_size < 16:
         raise ValueError(f"image_size must be at least 16 pixels, got {settings.image_size}")
+    if settings.folds < 1 or settings.repeats < 1:
+        raise ValueError(f"folds and repeats must be at least 1, got {settings.folds} and {settings.repeats}")
     settings.output_dir.mkdir(parents=True, exist_ok=True)
     return settings
 
 
+def notebook_parameters(namespace: dict) -> dict:
+    """The values of a notebook's ``parameters`` cell found in ``namespace`` (its ``globals()``), as
+    :func:`resolve` takes them: ``settings = config.resolve(**config.notebook_parameters(globals()))``."""
+    found = {name: namespace[name] for name in PARAMETERS if name in namespace}
+    if "model_name" in found:
+        found["model"] = found.pop("model_name")
+    return found
+
+
 def cache_dir() -> Path:
-    """Decoded-image caches and downloads: ``<repo>/data`` in a checkout, else the user cache."""
+    """Decoded-image caches and downloads: ``$BLOODLIB_CACHE``, else ``<repo>/data`` in a checkout, else the
+    user cache."""
+    if os.environ.get(ENV_CACHE):
+        return Path(os.environ[ENV_CACHE]).expanduser()
     root = project_root()
     if (root / "pyproject.toml").is_file():
         return root / "data"

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import cleaning, config, fileio, images
+from . import cleaning, config, fileio, images, splits
 from .images import load_cached
 
 
@@ -23,7 +23,7 @@ class ImageSet:
     images: torch.Tensor
     labels: torch.Tensor
     classes: list[str]
-    rows: pd.DataFrame  # the kept manifest rows, in the order of ``images``: id, file, label, split, fold, repeat, group
+    rows: pd.DataFrame  # the kept manifest rows, in the order of ``images``: id, file, label, split, group, ...
 
     def __post_init__(self):
         if self.images.dtype != torch.uint8 or self.images.ndim != 4 or self.images.shape[1] != 3:
@@ -40,7 +40,7 @@ class ImageSet:
         return tuple(self.images.shape[2:])
 
     def indices(self, split: str) -> np.ndarray:
-        """Positions of one split ('train', 'val' or 'test'), in manifest order."""
+        """Positions whose ``split`` is ``split`` ('train', 'val', 'test', 'test_simple'), in manifest order."""
         return np.flatnonzero(self.rows["split"].to_numpy() == split)
 
     def training_indices(self, train: np.ndarray, oversample: bool = True) -> np.ndarray:
@@ -66,46 +66,65 @@ def repeat_factors(labels: np.ndarray, num_classes: int = 0) -> np.ndarray:
 
 @dataclasses.dataclass
 class Prepared:
-    """Everything a notebook needs about the data: where it is, how it was cleaned, the decoded images."""
+    """Everything a notebook needs about the data: where it is, how it was cleaned, the decoded images and
+    the splits every model of the run is trained and tested on."""
     settings: "config.Settings"
     root: Path
     cleaning: cleaning.Cleaning
     data: ImageSet
     boxes: pd.DataFrame | None  # every WBC box (for the box statistics), None without BCCD_Dataset
+    splits: list[splits.Split]
+    protocol: str  # "cv" or "holdout" (splits.protocol)
 
 
 def prepare(settings: "config.Settings", *, params: cleaning.CleaningParams | None = None,
             progress: bool = True) -> Prepared:
-    """Find the data, clean it, split it and load the decoded images of the kept rows (cached).
+    """Find the data, clean it, load the decoded images of the kept rows (cached) and split them.
 
     ``settings.dataset`` picks the data: ``"bccd"`` (the smears and labels.csv), ``"kaggle-augmented"``
     (dataset2-master), ``"folder:/path"`` or ``"csv:/path/list.csv"`` (see :mod:`bloodlib.folders`).
-    Deterministic for a given data folder and seed: every notebook calls this and gets the same manifest,
-    so a notebook can also be run on its own.
+    Deterministic for a given data folder and seed: every notebook calls this and gets the same manifest and
+    the same splits (:func:`bloodlib.splits.plan`), so a notebook can also be run on its own. The kept rows
+    record the splits: ``split`` (holdout: train, val, test, or a further test set) and, for
+    cross-validation, ``test_fold_r1``, ... (the fold each image is tested in, per repeat).
     """
     from . import folders
 
-    params = params or cleaning.CleaningParams(seed=settings.seed, folds=max(2, settings.folds))
+    params = params or cleaning.CleaningParams(seed=settings.seed)
     kind, path = folders.parse_dataset(settings.dataset)
     boxes = None
     if kind == "bccd":
         root = locate(settings)
         result, boxes = clean_bccd(root, params)
     elif kind == "kaggle-augmented":
-        root = locate(settings, require_boxes=False)
-        if not (root / folders.KAGGLE_IMAGES).is_dir():
-            raise FileNotFoundError(f"{root}: no {folders.KAGGLE_IMAGES}/ (the kaggle-augmented dataset is part "
-                                    f"of the Kaggle download paultimothymooney/blood-cells)")
+        root = locate(settings)  # verifies dataset2-master's layout
         result = folders.clean_kaggle_augmented(root, params, progress=progress)
     else:
         result, root = folders.clean_folder(Path(path), params, progress=progress)
-    kept = result.kept
+    classes = sorted(result.kept["label"].unique())
+    labels = result.kept["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    kept, planned, how = split(result.kept, settings)
     pixels = load_cached(kept, root, settings.mode, settings.image_size, margin=settings.crop_margin,
                          cache=config.cache_dir() / "images", progress=progress)
-    classes = sorted(kept["label"].unique())
-    labels = torch.tensor(kept["label"].map({c: i for i, c in enumerate(classes)}).to_numpy(), dtype=torch.long)
-    data = ImageSet(images=torch.from_numpy(pixels), labels=labels, classes=classes, rows=kept)
-    return Prepared(settings=settings, root=root, cleaning=result, data=data, boxes=boxes)
+    data = ImageSet(images=torch.from_numpy(pixels), labels=torch.as_tensor(labels, dtype=torch.long),
+                    classes=classes, rows=kept)
+    return Prepared(settings=settings, root=root, cleaning=result, data=data, boxes=boxes, splits=planned,
+                    protocol=how)
+
+
+def split(rows: pd.DataFrame, settings: "config.Settings") -> tuple[pd.DataFrame, list[splits.Split], str]:
+    """The run's splits of the kept ``rows`` (:func:`bloodlib.splits.plan`), and the rows recording them:
+    ``split`` (holdout: train, val, test; the dataset's further test sets as they are) or, for
+    cross-validation, ``test_fold_r1``, ... (the fold each image is tested in, per repeat)."""
+    rows = rows.reset_index(drop=True)
+    how = splits.protocol(rows["split"], settings.folds)
+    planned = splits.plan(rows["label"], rows["group"], rows["split"], folds=settings.folds, repeats=settings.repeats,
+                          seed=settings.seed)
+    assigned = splits.assignment(planned, len(rows))
+    if how == "holdout":
+        assigned = assigned["holdout"].where(assigned["holdout"] != "", rows["split"]).rename("split").to_frame()
+    rows = pd.concat([rows.drop(columns=[c for c in assigned if c in rows]), assigned], axis=1)
+    return rows, planned, how
 
 
 def clean_bccd(root: Path, params: cleaning.CleaningParams) -> tuple[cleaning.Cleaning, pd.DataFrame | None]:
@@ -147,37 +166,62 @@ def box_rule_counts(manifest: pd.DataFrame) -> pd.Series:
 
 
 def locate(settings: "config.Settings", source: str = "auto", *, require_boxes: bool | None = None) -> Path:
-    """The data root for these settings: a named folder is used as it is; ``source`` may force a download."""
-    from . import acquire
+    """The verified folder holding the data of ``settings.dataset``.
 
+    bccd and kaggle-augmented: a data root in the Kaggle layout (a named folder used as it is; ``source`` may
+    force a download; crop mode on bccd needs the WBC boxes unless ``require_boxes`` says otherwise); a
+    ``folder:`` or ``csv:`` dataset: the folder holding its files, read where it is (no download, no data_dir).
+    """
+    from . import acquire, folders
+
+    kind, _ = folders.parse_dataset(settings.dataset)
+    if kind not in acquire.PARTS:
+        if source not in ("auto", "local"):
+            raise ValueError(f"source={source!r} downloads the Kaggle data; the dataset {settings.dataset!r} is "
+                             f"read where it is: use source='auto'")
+        return acquire.own_root(settings.dataset)
     named = settings.data_dir if source in ("auto", "local") else None
-    boxes = settings.mode == "crop" if require_boxes is None else require_boxes
-    return acquire.find_data(named, source=source, require_boxes=boxes)
+    boxes = kind == "bccd" and settings.mode == "crop" if require_boxes is None else require_boxes
+    return acquire.find_data(named, dataset=kind, source=source, require_boxes=boxes)
 
 
-def write_data_record(root: Path, output_dir: Path) -> dict:
-    """Fingerprint the data a run used (``data/data_manifest.csv``) and sum it up in ``data/data_record.json``."""
+def write_data_record(settings: "config.Settings", root: Path) -> dict:
+    """Fingerprint every file a run on ``settings.dataset`` reads in ``root`` (what :func:`locate` gave):
+    ``data/data_manifest.csv`` (path, bytes, sha256), summed up in ``data/data_record.json`` under
+    ``settings.output_dir``."""
     from . import acquire
 
-    manifest = acquire.data_manifest(root)
+    manifest = acquire.data_manifest(root, acquire.dataset_files(settings.dataset, root))
     record = {
+        "dataset": settings.dataset,
         "root": str(Path(root).resolve()),
-        "sources": acquire.read_sources(root) or "local folder",
+        "sources": acquire.read_sources(root, settings.dataset) or "local folder",
         "files": len(manifest),
         "bytes": int(manifest["bytes"].sum()),
         "checksum": acquire.manifest_checksum(manifest),
-        "layout": acquire.verify_layout(root),
+        "layout": acquire.verify_layout(root, dataset=settings.dataset),
     }
-    folder = Path(output_dir) / "data"
+    folder = settings.output_dir / "data"
     acquire.write_manifest(manifest, folder / "data_manifest.csv")
     fileio.write_json(folder / "data_record.json", record)
     return record
 
 
+def manifest(prepared: Prepared) -> pd.DataFrame:
+    """Every row of the cleaning, the kept ones with the splits of this run (see :func:`prepare`)."""
+    rows = prepared.cleaning.manifest
+    fold_columns = [c for c in prepared.data.rows if c.startswith("test_fold_r")]
+    by_id = prepared.data.rows.set_index("id")[["split", *fold_columns]]
+    out = rows.drop(columns=[c for c in by_id if c in rows]).join(by_id, on="id")
+    out["split"] = out["split"].fillna("")
+    out[fold_columns] = out[fold_columns].fillna(-1).astype(int)
+    return out
+
+
 def save_cleaning(prepared: Prepared) -> Path:
-    """The cleaning manifest and table under ``output_dir/data`` for the later notebooks and the report."""
+    """The manifest (with this run's splits) and the cleaning table under ``output_dir/data``."""
     folder = prepared.settings.output_dir / "data"
-    fileio.write_csv(folder / "manifest.csv", prepared.cleaning.manifest)
+    fileio.write_csv(folder / "manifest.csv", manifest(prepared))
     fileio.write_csv(folder / "cleaning_table.csv", prepared.cleaning.table, index=True)
     fileio.write_json(folder / "cleaning_params.json", dataclasses.asdict(prepared.cleaning.params))
     return folder
@@ -195,15 +239,19 @@ def class_balance(result: cleaning.Cleaning) -> pd.DataFrame:
     return pd.DataFrame({"before": before, "after": after, "after (share)": (after / after.sum()).round(3)})
 
 
-def oversampling_table(data: ImageSet) -> pd.DataFrame:
-    """Per class: the repeat factor of the training split and the training images one epoch then sees."""
-    train = data.indices("train")
+def oversampling_table(data: ImageSet, planned: list[splits.Split]) -> pd.DataFrame:
+    """Per split and class: training images, their repeat factor (from that split's training part alone)
+    and the training images one epoch then sees."""
     labels = data.labels.numpy()
     n = len(data.classes)
-    return pd.DataFrame({"training images": np.bincount(labels[train], minlength=n),
-                         "repeat factor": repeat_factors(labels[train], n),
-                         "training images per epoch": np.bincount(labels[data.training_indices(train)], minlength=n)},
-                        index=data.classes)
+    tables = {}
+    for split in planned:
+        train = labels[split.train]
+        tables[split.name] = pd.DataFrame(
+            {"training images": np.bincount(train, minlength=n), "repeat factor": repeat_factors(train, n),
+             "training images per epoch": np.bincount(labels[data.training_indices(split.train)], minlength=n)},
+            index=pd.Index(data.classes, name="class"))
+    return pd.concat(tables, names=["split"])
 
 
 def size_table(prepared: Prepared) -> pd.DataFrame:

@@ -33,6 +33,9 @@ from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_
 from . import fileio
 
 HEADLINE = ("accuracy", "balanced_accuracy", "macro_f1", "roc_auc")
+# How each metric is named wherever a reader sees it: tables, figures, the report.
+METRIC_LABELS = {"loss": "loss", "accuracy": "accuracy", "balanced_accuracy": "balanced accuracy",
+                 "macro_f1": "macro-F1", "roc_auc": "ROC-AUC"}
 PREDICTIONS = "predictions.csv"
 METRICS = "metrics.json"
 EXACT_BELOW = 25  # McNemar: exact binomial test when there are fewer discordant pairs than this
@@ -291,6 +294,15 @@ def fold_summary(per_fold: pd.DataFrame, *, alpha: float = 0.05, test_train_rati
     return table
 
 
+def test_train_ratio(ev: Evaluation) -> float | None:
+    """n_test / n_train of a fold, for the Nadeau-Bengio correction (None without folds). Saved by
+    ``experiment.run_model``; older results fall back to 1 / (k - 1) for k folds."""
+    if ev.fold is None:
+        return None
+    saved = ev.extra.get("test_train_ratio")
+    return float(saved) if saved else 1 / max(1, len(np.unique(ev.fold)) - 1)
+
+
 def fold_metrics(ev: Evaluation) -> pd.DataFrame:
     """Headline metrics of each (repeat, fold) of a cross-validated evaluation: one row per fold."""
     if ev.fold is None:
@@ -382,7 +394,8 @@ def paired_fold_test(scores_a, scores_b, *, test_train_ratio: float | None = Non
     else:
         statistic = float(d.mean() / (sd * math.sqrt(factor)))
         p_value = float(2 * stats.t.sf(abs(statistic), k - 1))
-    method = "paired t-test over folds" + (" (Nadeau-Bengio corrected)" if test_train_ratio else "")
+    method = ("corrected resampled t-test over folds (Nadeau-Bengio)" if test_train_ratio
+              else "paired t-test over folds")
     return {"mean_difference": float(d.mean()), "statistic": statistic, "p_value": p_value, "folds": k,
             "method": method}
 
@@ -488,7 +501,8 @@ def summarize(ev: Evaluation, *, n: int = 2000, seed: int = 0, alpha: float = 0.
     if ev.fold is not None:
         per_fold = fold_metrics(ev)
         summary["per_fold"] = per_fold.to_dict(orient="records")
-        summary["fold_summary"] = fold_summary(per_fold, alpha=alpha).to_dict(orient="index")
+        summary["fold_summary"] = fold_summary(per_fold, alpha=alpha,
+                                               test_train_ratio=test_train_ratio(ev)).to_dict(orient="index")
     return summary
 
 
@@ -627,9 +641,10 @@ def _repeats(ev: Evaluation) -> np.ndarray:
     return ev.repeat if ev.repeat is not None else np.zeros(len(ev.ids), dtype=int)
 
 
-def pairwise_fold_tests(evals: dict[str, Evaluation], metric: str = "macro_f1", *,
-                        test_train_ratio: float | None = None) -> pd.DataFrame:
-    """Paired t-test over folds of ``metric`` for every pair of cross-validated models (same folds required)."""
+def pairwise_fold_tests(evals: dict[str, Evaluation], metric: str = "macro_f1") -> pd.DataFrame:
+    """The corrected resampled t-test (Nadeau and Bengio, 2003) over folds of ``metric`` for every pair of
+    cross-validated models (same folds required): folds share training images, so the plain paired t-test
+    over folds would overstate significance."""
     per_fold = {}
     for name, ev in evals.items():
         scores = fold_metrics(ev)
@@ -643,7 +658,7 @@ def pairwise_fold_tests(evals: dict[str, Evaluation], metric: str = "macro_f1", 
         if not fold_of[0].equals(fold_of[1]):  # ... in the same folds
             raise ValueError(f"{name_a} and {name_b} were cross-validated on different folds")
         rows.append({"model_a": name_a, "model_b": name_b, "metric": metric,
-                     **paired_fold_test(per_fold[name_a], per_fold[name_b], test_train_ratio=test_train_ratio)})
+                     **paired_fold_test(per_fold[name_a], per_fold[name_b], test_train_ratio=test_train_ratio(a))})
     table = pd.DataFrame(rows, columns=["model_a", "model_b", "metric", "mean_difference", "statistic", "p_value",
                                         "folds", "method"])
     table["p_holm"] = holm(table["p_value"]) if len(table) else []

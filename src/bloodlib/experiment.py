@@ -1,11 +1,11 @@
-"""The study's protocol for one model: which images train, select and test, and what is saved.
+"""Train and test one model on every split of a run, and the tables and figures of a training notebook.
 
-With ``folds > 1`` (the default on BCCD) the model is judged by stratified k-fold cross-validation,
-repeated ``repeats`` times: every image is tested once per repeat by a model that never saw it, so the
-headline numbers and the paired tests between models rest on all cleaned images rather than on a test split
-of a few dozen. Inside each fold a stratified validation part of the training folds selects the epoch
-(early stopping); the held-out fold is touched once, after training. Datasets with a fixed test set
-(``kaggle-augmented``) use the manifest's train / val / test split instead ("holdout").
+The splits come from :func:`bloodlib.splits.plan` through :func:`bloodlib.datasets.prepare`: with
+``folds > 1`` (the default on BCCD) stratified k-fold cross-validation, repeated ``repeats`` times, so that
+the headline numbers and the paired tests between models rest on all cleaned images rather than on a test
+split of a few dozen; a dataset with its own test set (``kaggle-augmented``) is a holdout. Inside each
+split a validation part of the training images selects the epoch (early stopping); the test part is touched
+once, after training.
 """
 from __future__ import annotations
 
@@ -17,21 +17,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.model_selection import StratifiedGroupKFold
 
-from . import config, evaluate, models, train
+from . import checkpoints, config, evaluate, models, predict, splits, train
 from .datasets import ImageSet, Prepared
-
-
-@dataclasses.dataclass(frozen=True)
-class Split:
-    """One training run: positions into the ImageSet."""
-    name: str  # "fold 1/5, repeat 1" or "holdout"
-    train: np.ndarray
-    val: np.ndarray
-    test: np.ndarray
-    fold: int = 0
-    repeat: int = 0
 
 
 @dataclasses.dataclass
@@ -39,7 +27,7 @@ class ModelRun:
     """Everything one training notebook shows: histories, predictions, the first split's model."""
     model_name: str
     protocol: str
-    splits: list[Split]
+    splits: list[splits.Split]
     fits: list[train.FitResult]
     evaluation: evaluate.Evaluation
     history: pd.DataFrame  # every split's history, with columns split, fold, repeat
@@ -48,52 +36,21 @@ class ModelRun:
     extra_evaluations: dict[str, evaluate.Evaluation] = dataclasses.field(default_factory=dict)
 
 
-def protocol(data: ImageSet, folds: int) -> str:
-    """"cv" where every image can be tested once, "holdout" where the dataset fixes its own test set."""
-    if folds > 1 and not set(data.rows["split"]) - {"train", "val", "test"}:
-        return "cv"
-    return "holdout"
-
-
-def plan(data: ImageSet, *, folds: int, repeats: int = 1, seed: int = 42, val_fraction: float = 0.15) -> list[Split]:
-    """The splits a model is trained on; groups (copies of one source image) never straddle a boundary."""
-    if protocol(data, folds) == "holdout":
-        return [Split("holdout", data.indices("train"), data.indices("val"), data.indices("test"))]
-    labels, groups = data.labels.numpy(), data.rows["group"].to_numpy()
-    splits = []
-    for repeat in range(repeats):
-        outer = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed + repeat)
-        for fold, (rest, test) in enumerate(outer.split(labels, labels, groups)):
-            train_pos, val_pos = _validation_part(rest, labels, groups, val_fraction, seed + 1000 * repeat + fold)
-            splits.append(Split(f"fold {fold + 1}/{folds}, repeat {repeat + 1}", train_pos, val_pos, test, fold, repeat))
-    return splits
-
-
-def _validation_part(positions: np.ndarray, labels: np.ndarray, groups: np.ndarray, fraction: float,
-                     seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """A stratified, grouped ``fraction`` of ``positions`` for early stopping; the rest trains."""
-    inner = StratifiedGroupKFold(n_splits=max(2, round(1 / fraction)), shuffle=True, random_state=seed)
-    train_part, val_part = next(inner.split(positions, labels[positions], groups[positions]))
-    return positions[train_part], positions[val_part]
-
-
 def run_model(prepared: Prepared, model_name: str, *, pretrained: bool | str = "auto",
               out_dir: str | Path | None = None, progress: bool = True, resume: bool = False,
               **train_overrides) -> ModelRun:
-    """Train and test ``model_name`` on every split of :func:`plan`; save predictions, metrics, histories.
+    """Train and test ``model_name`` on every split of ``prepared.splits``; save predictions, metrics, histories.
 
     Writes ``out_dir/`` (default ``output_dir/models/<model_name>``): ``metrics.json`` and
     ``predictions.csv`` (every test prediction), ``history.csv``, ``split-*/best.pt`` and ``best.pt`` (the
     first split's model, for ``python -m bloodlib predict``). With ``resume`` an interrupted run continues where it stopped.
     """
-    settings, data = prepared.settings, prepared.data
+    settings, data = prepared.settings.for_model(model_name), prepared.data
     out_dir = Path(out_dir or settings.output_dir / "models" / model_name)
-    # the registry's recipe for this model (like timm's pretrained_cfg), then the caller's overrides
-    cfg = train.TrainConfig.from_settings(settings, **{**models.get_spec(model_name).train_defaults, **train_overrides})
-    how = protocol(data, settings.folds)
-    splits = plan(data, folds=settings.folds, repeats=settings.repeats, seed=settings.seed)
+    cfg = dataclasses.replace(settings.train, **train_overrides)  # the layered recipe (config.resolve), then the caller
+    how, planned = prepared.protocol, prepared.splits
     fits, probs, histories, first_model = [], [], [], None
-    for i, split in enumerate(splits):
+    for i, split in enumerate(planned):
         config.seed_everything(settings.seed + i)  # the initial weights of each split, repeatable
         model = models.create_model(model_name, num_classes=len(data.classes), pretrained=pretrained)
         split_dir = out_dir / f"split-{i + 1:02d}"
@@ -101,7 +58,7 @@ def run_model(prepared: Prepared, model_name: str, *, pretrained: bool | str = "
                         split=split.name, fold=split.fold, repeat=split.repeat)
         fit = train.fit(model, data, split.train, split.val, dataclasses.replace(cfg, seed=settings.seed + i),
                         out_dir=split_dir, metadata=metadata, resume=resume, progress=progress)
-        probs.append(train.predict_proba(model, data.images[torch.as_tensor(split.test)]))
+        probs.append(predict.predict_proba(model, data.images[torch.as_tensor(split.test)]))
         histories.append(fit.history.assign(split=split.name, fold=split.fold, repeat=split.repeat))
         fits.append(fit)
         if first_model is None:
@@ -109,22 +66,23 @@ def run_model(prepared: Prepared, model_name: str, *, pretrained: bool | str = "
         if progress:
             print(f"{split.name}: best epoch {fit.best_epoch}, validation macro-F1 {fit.best_val['macro_f1']:.3f}, "
                   f"{fit.train_seconds:.0f} s")
-    shutil.copyfile(out_dir / "split-01" / train.BEST, out_dir / train.BEST)
+    shutil.copyfile(out_dir / "split-01" / checkpoints.BEST, out_dir / checkpoints.BEST)
     history = pd.concat(histories, ignore_index=True)
     history.to_csv(out_dir / "history.csv", index=False)
-    test = np.concatenate([s.test for s in splits])
+    test = np.concatenate([s.test for s in planned])
     cv = how == "cv"
     evaluation = evaluate.Evaluation(
         model=model_name, classes=data.classes, y_true=data.labels.numpy()[test], y_prob=np.concatenate(probs),
         ids=data.rows["id"].to_numpy()[test], groups=data.rows["group"].to_numpy()[test],
-        fold=np.concatenate([np.full(len(s.test), s.fold) for s in splits]) if cv else None,
-        repeat=np.concatenate([np.full(len(s.test), s.repeat) for s in splits]) if cv else None,
+        fold=np.concatenate([np.full(len(s.test), s.fold) for s in planned]) if cv else None,
+        repeat=np.concatenate([np.full(len(s.test), s.repeat) for s in planned]) if cv else None,
         train_seconds=float(sum(f.train_seconds for f in fits)),
         params=models.count_parameters(first_model),
         flops=float(models.count_flops(first_model, data.image_size)),
         throughput=inference_throughput(first_model, data),
         pretrained_source=getattr(first_model, "pretrained_source", "scratch"),
-        extra=dict(protocol=how, splits=len(splits), dataset=settings.dataset,
+        extra=dict(protocol=how, splits=len(planned),
+                   test_train_ratio=float(np.mean([len(s.test) / len(s.train) for s in planned])), dataset=settings.dataset,
                    mode=settings.mode, image_size=list(data.image_size), epochs=cfg.epochs,
                    batch_size=cfg.batch_size, device=fits[0].device, precision=fits[0].precision,
                    best_epochs=[f.best_epoch for f in fits], train_config=dataclasses.asdict(cfg),
@@ -132,7 +90,7 @@ def run_model(prepared: Prepared, model_name: str, *, pretrained: bool | str = "
                    train_images_per_second=float(np.mean([f.images_per_second for f in fits]))))
     evaluate.save_evaluation(evaluation, out_dir, n=settings.bootstrap, seed=settings.seed)
     extra = extra_test_sets(first_model, data, evaluation, settings)
-    return ModelRun(model_name, how, splits, fits, evaluation, history, first_model,
+    return ModelRun(model_name, how, planned, fits, evaluation, history, first_model,
                     out_dir, extra)
 
 
@@ -141,10 +99,9 @@ def extra_test_sets(model: torch.nn.Module, data: ImageSet, main: evaluate.Evalu
     """Splits beyond train/val/test (TEST_SIMPLE of kaggle-augmented), reported separately under
     ``output_dir/extra/<split>/<model>``, so that the comparison of the main test set is not mixed with them."""
     result = {}
-    for split in sorted(set(data.rows["split"]) - {"train", "val", "test", ""}):
-        idx = data.indices(split)
+    for split, idx in splits.further_sets(data.rows["split"]).items():
         ev = dataclasses.replace(main, y_true=data.labels.numpy()[idx], ids=data.rows["id"].to_numpy()[idx],
-                                 y_prob=train.predict_proba(model, data.images[torch.as_tensor(idx)]),
+                                 y_prob=predict.predict_proba(model, data.images[torch.as_tensor(idx)]),
                                  fold=None, repeat=None, groups=data.rows["group"].to_numpy()[idx])
         evaluate.save_evaluation(ev, settings.output_dir / "extra" / split / main.model, n=settings.bootstrap,
                                  seed=settings.seed)
@@ -153,12 +110,12 @@ def extra_test_sets(model: torch.nn.Module, data: ImageSet, main: evaluate.Evalu
 
 
 def inference_throughput(model: torch.nn.Module, data: ImageSet, batch_size: int = 64, batches: int = 3) -> float:
-    """Images per second of :func:`train.predict_proba` on the run's device, after one warm-up batch."""
+    """Images per second of :func:`~bloodlib.predict.predict_proba` on the run's device, after one warm-up batch."""
     images = data.images[:batch_size]
-    train.predict_proba(model, images)
+    predict.predict_proba(model, images)
     start = time.perf_counter()
     for _ in range(batches):
-        train.predict_proba(model, images)
+        predict.predict_proba(model, images)
     return batches * len(images) / (time.perf_counter() - start)
 
 
@@ -175,7 +132,7 @@ def statistics(run: ModelRun, *, n: int = 2000, seed: int = 0) -> dict[str, pd.D
     tables["confusion"], tables["confusion_normalised"] = evaluate.confusion_tables(y_true, y_prob, ev.classes)
     if ev.fold is not None:
         tables["per_fold"] = evaluate.fold_metrics(ev)
-        tables["fold_summary"] = evaluate.fold_summary(tables["per_fold"])
+        tables["fold_summary"] = evaluate.fold_summary(tables["per_fold"], test_train_ratio=evaluate.test_train_ratio(ev))
     tables["splits"] = pd.DataFrame([{"split": s.name, "train": len(s.train), "validation": len(s.val),
                                       "test": len(s.test), "best epoch": f.best_epoch,
                                       "validation macro-F1": f.best_val["macro_f1"],

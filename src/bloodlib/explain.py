@@ -18,9 +18,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
 from bloodlib import plots
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from bloodlib.models import IMAGENET_MEAN, IMAGENET_STD
 
 Normalize = Callable[[torch.Tensor], torch.Tensor]
 
@@ -103,14 +101,6 @@ def overlay(images, maps: np.ndarray, image_weight: float = 0.5) -> np.ndarray:
     array = images.detach().cpu().numpy() if torch.is_tensor(images) else np.asarray(images)
     rgb = array.transpose(0, 2, 3, 1).astype(np.float32) / 255
     return np.stack([show_cam_on_image(img, m, use_rgb=True, image_weight=image_weight) for img, m in zip(rgb, maps)])
-
-
-def gradcam_overlays(model: nn.Module, images, *, normalize: Normalize | tuple | None = None, targets=None,
-                     device: torch.device | str | None = None, layer: nn.Module | None = None,
-                     image_weight: float = 0.5) -> np.ndarray:
-    """Grad-CAM of each image (for ``targets``, default the predicted class) drawn over it: N x H x W x 3 uint8."""
-    maps, _ = gradcam(model, images, normalize=normalize, targets=targets, device=device, layer=layer)
-    return overlay(images, maps, image_weight)
 
 
 def samples_per_class(labels, per_class: int, seed: int = 0) -> np.ndarray:

@@ -43,9 +43,6 @@ class ModelSpec:
     build: Callable[[int, bool], nn.Module]  # (num_classes, pretrained) -> model
     min_size: int  # smallest input height/width the built model accepts
     weights_host: str  # where ImageNet weights are downloaded from (probed before trying)
-    cpu_channels_last: bool = False  # train channels_last on the CPU (set only where measured faster)
-    cpu_bf16: bool = False  # bf16 autocast on CPUs with native bf16 (set only where measured faster)
-    train_defaults: dict = dataclasses.field(default_factory=dict)  # TrainConfig fields this model trains best with
     note: str = ""
 
 
@@ -105,15 +102,11 @@ def _build_alexnet(num_classes: int, pretrained: bool) -> nn.Module:
 
 _HF = "https://huggingface.co"
 _TORCH = "https://download.pytorch.org"
-# CPU speed-ups, measured on 2 AMD EPYC (Zen 4, native bf16) cores, batch 32, training steps at 48 and 80 px,
-# against fp32 NCHW: resnet18 bf16 + channels_last +32 % / +70 %, resnet50 +38 % / +80 % (channels_last alone
-# about 0 / +10 %); efficientnet_b0 channels_last +32 % / +73 %, bf16 -40 %; alexnet within +-5 % for both.
 REGISTRY: dict[str, ModelSpec] = {
-    "resnet18": ModelSpec(_timm_builder("resnet18"), 16, _HF, cpu_channels_last=True, cpu_bf16=True),
-    "resnet50": ModelSpec(_timm_builder("resnet50"), 16, _HF, cpu_channels_last=True, cpu_bf16=True),
+    "resnet18": ModelSpec(_timm_builder("resnet18"), 16, _HF),
+    "resnet50": ModelSpec(_timm_builder("resnet50"), 16, _HF),
     # from scratch it learns slowly at lr 1e-3: 4-fold macro-F1 0.44 -> 0.61 at 3e-3 (96 px, 30 epochs, BCCD crops)
-    "efficientnet_b0": ModelSpec(_timm_builder("efficientnet_b0"), 16, _HF, cpu_channels_last=True,
-                                 train_defaults={"lr": 3e-3}),
+    "efficientnet_b0": ModelSpec(_timm_builder("efficientnet_b0"), 16, _HF),
     # timm has no AlexNet: torchvision's, adapted to run below its native 63 px (see SmallInputAlexNet)
     "alexnet": ModelSpec(_build_alexnet, 16, _TORCH, note="inputs below 63 px are enlarged to 63 px"),
 }

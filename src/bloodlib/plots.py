@@ -14,6 +14,8 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
+from . import evaluate
+
 CHANNELS = ("red", "green", "blue")
 DPI = 90  # inline PNGs: sharp enough to read, small enough to keep the HTML report light
 
@@ -88,15 +90,6 @@ def class_distribution(before: pd.Series, after: pd.Series, *, title: str = "Ima
         ax.bar_label(bars, fmt="%d", fontsize="small")
     ax.set(title=title, xlabel="class", ylabel="images")
     ax.legend(title=None)
-    fig.tight_layout()
-    return fig
-
-
-def cleaning_steps(table: pd.DataFrame, *, title: str = "Images per class after each cleaning step") -> Figure:
-    """Heatmap of the cleaning table (rows: steps in order, columns: classes), counts written in the cells."""
-    fig, ax = _subplots(figsize=(1.3 * table.shape[1] + 3, 0.5 * table.shape[0] + 1.5))
-    sns.heatmap(table.astype(float), annot=True, fmt=".0f", cmap="Blues", cbar=False, linewidths=0.5, ax=ax)
-    ax.set(title=title, xlabel="class", ylabel="cleaning step")
     fig.tight_layout()
     return fig
 
@@ -195,7 +188,7 @@ def size_statistics(df: pd.DataFrame, *, title: str = "Image and WBC box sizes")
 # ------------------------------------------------------------------------------------ training / eval
 def training_curves(history: pd.DataFrame, *, title: str = "Training curves") -> Figure:
     """Loss, accuracy and macro-F1 per epoch, train vs validation; the best validation macro-F1 is marked."""
-    panels = [("loss", "loss"), ("accuracy", "accuracy"), ("macro_f1", "macro-F1")]
+    panels = [(key, evaluate.METRIC_LABELS[key]) for key in ("loss", "accuracy", "macro_f1")]
     fig, axes = _subplots(1, 3, figsize=(14, 3.8))
     has_val = "val_macro_f1" in history and history["val_macro_f1"].notna().any()
     best = history.loc[history["val_macro_f1"].idxmax(), "epoch"] if has_val else None
@@ -261,7 +254,7 @@ def metrics_with_ci(table: pd.DataFrame, metrics: Sequence[str] | None = None, *
         high = row[[f"{m}_high" for m in metrics]].to_numpy(float)
         ax.errorbar(x - 0.4 + width * (i + 0.5), value, yerr=[value - low, high - value], fmt="o", capsize=4,
                     color=palette[i], label=str(model))
-    ax.set_xticks(x, [m.replace("_", " ") for m in metrics])
+    ax.set_xticks(x, [evaluate.METRIC_LABELS.get(m, m.replace("_", " ")) for m in metrics])
     ax.set(title=title, xlabel="metric", ylabel="score")
     ax.legend(title="model", fontsize="small", bbox_to_anchor=(1.01, 1), loc="upper left")
     fig.tight_layout()

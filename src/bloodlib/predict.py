@@ -1,4 +1,5 @@
-"""Classify users' images with a trained checkpoint: ``bloodlib predict IMAGE... --checkpoint best.pt``.
+"""Inference with a trained model: class probabilities of uint8 image tensors (:func:`predict_proba`), and
+the classes of users' image files with a checkpoint (``bloodlib predict IMAGE... --checkpoint best.pt``).
 
 A user's image is converted the way the training cache converted the smears (see :mod:`bloodlib.images`):
 RGB (grayscale, palette and transparent images too; transparency over white), then
@@ -22,9 +23,36 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from . import images
-from .train import CheckpointError, load_model, predict_proba
+from .augment import normalize
+from .checkpoints import CheckpointError, load_model
+from .precision import Precision, autocast_for
 
 CHUNK = 64  # images decoded and classified at a time
+
+
+@torch.no_grad()
+def predict_logits(model: torch.nn.Module, images: torch.Tensor, *, batch_size: int = 128,
+                   device: torch.device | str | None = None) -> torch.Tensor:
+    """Logits (float32, on the CPU) of uint8 images: eval mode, no augmentation, in batches."""
+    device = torch.device(device) if device else next(model.parameters()).device
+    images = torch.as_tensor(images)
+    was_training = model.training
+    model.eval()
+    precision = Precision(torch.float16 if device.type == "cuda" else None, False)
+    try:
+        out = []
+        for chunk in torch.split(images, batch_size):
+            with autocast_for(device, precision):
+                out.append(model(normalize(chunk.to(device), model.normalization)).float().cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0, 0)
+
+
+def predict_proba(model: torch.nn.Module, images: torch.Tensor, *, batch_size: int = 128,
+                  device: torch.device | str | None = None) -> np.ndarray:
+    """Softmax probabilities (N x classes) of uint8 images, on the model's device unless ``device``."""
+    return torch.softmax(predict_logits(model, images, batch_size=batch_size, device=device), 1).numpy()
 
 
 def load_image(path: str | os.PathLike, image_size: tuple[int, int], mode: str,

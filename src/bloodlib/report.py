@@ -3,38 +3,29 @@
 Each notebook becomes ``pages/NN_name.html`` (nbconvert's lab look, code hidden unless asked for, every
 figure an inline PNG, nothing loaded from a CDN, so the pages work offline and from any folder). The index
 (``index.html``) states the question, the data after cleaning, the comparison with confidence intervals and
-the headline figure, links to the pages, a model card and the run record. :func:`check_report` (static)
-and :func:`check_in_browser` (headless Chromium) check a report as a reader would see it.
+the headline figure, links to the pages, a model card and the run record.
 """
 from __future__ import annotations
 
-import argparse
 import base64
 import html
 import json
 import os
 import re
-import sys
-import time
 from collections.abc import Sequence
-from html.parser import HTMLParser
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
 import jinja2
 import nbformat
 import pandas as pd
 from markupsafe import Markup
 
-from . import fileio
+from . import evaluate, fileio
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 TITLE = "White blood cell classification on BCCD smears"
 SPLITS = ("train", "val", "test")
-METRIC_NAMES = {"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy", "macro_f1": "macro F1",
-                "roc_auc": "ROC-AUC"}
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"  # tqdm.auto bars: meaningless without a live kernel
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
 
 # ------------------------------------------------------------------------------------------- pages
@@ -164,7 +155,8 @@ def dataset_label(spec: str | None) -> str:
 
 
 def data_summary(run_dir: Path, dataset: str | None = None) -> dict | None:
-    """Images per class and split after cleaning, and what was skipped, from the run's ``data/manifest.csv``."""
+    """Images per class and split after cleaning (with cross-validation: the test folds of the first repeat, as
+    the models used them), and what was skipped, from the run's ``data/manifest.csv``."""
     from . import cleaning, folders
 
     path = run_dir / "data" / "manifest.csv"
@@ -173,13 +165,15 @@ def data_summary(run_dir: Path, dataset: str | None = None) -> dict | None:
     manifest = pd.read_csv(path, keep_default_na=False)
     kept_mask = manifest["kept"].astype(str).str.lower() == "true"
     kept = manifest[kept_mask]
-    table = pd.crosstab(kept["label"], kept["split"])
+    part = (kept["test_fold_r1"].map(lambda fold: f"test fold {fold + 1}") if "test_fold_r1" in kept
+            else kept["split"])
+    table = pd.crosstab(kept["label"], part)
     table = table.reindex(columns=[s for s in SPLITS if s in table.columns] +
                           [s for s in table.columns if s not in SPLITS])
     table["total"] = table.sum(axis=1)
     table.loc["total"] = table.sum()
     if "group" in kept and kept["group"].astype(str).nunique() < len(kept):  # copies of one source share a group
-        groups = kept.groupby("split")["group"].nunique().reindex(table.columns[:-1]).fillna(0).astype(int)
+        groups = kept.groupby(part)["group"].nunique().reindex(table.columns[:-1]).fillna(0).astype(int)
         table.loc["source groups"] = [*groups, kept["group"].nunique()]
     table.index.name, table.columns.name = "class", None
     unlabelled = {"no_image", "empty_label", "double_label", "rare_class"}
@@ -197,7 +191,7 @@ def _with_ci(table: pd.DataFrame) -> pd.DataFrame:
     """Columns ``m, m_low, m_high`` -> one column ``m`` formatted ``0.812 [0.701, 0.903]``."""
     out = pd.DataFrame(index=table.index)
     for m in [c for c in table.columns if f"{c}_low" in table.columns and f"{c}_high" in table.columns]:
-        out[METRIC_NAMES.get(m, m)] = [
+        out[evaluate.METRIC_LABELS.get(m, m)] = [
             "–" if pd.isna(v) else f"{v:.3f} [{lo:.3f}, {hi:.3f}]" if not (pd.isna(lo) or pd.isna(hi)) else f"{v:.3f}"
             for v, lo, hi in zip(table[m], table[f"{m}_low"], table[f"{m}_high"])]
     if "n_test" in table:
@@ -333,176 +327,3 @@ def _conclusion(run_dir: Path) -> Markup | None:
         return None
     paragraphs = [re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", str(Markup.escape(p))) for p in text.split("\n\n")]
     return Markup("".join(f"<p>{p}</p>" for p in paragraphs))
-
-
-# ------------------------------------------------------------------------------------------ checks
-class _Refs(HTMLParser):
-    """Every URL a page references: (tag, attribute, url)."""
-
-    def __init__(self):
-        super().__init__()
-        self.refs: list[tuple[str, str, str]] = []
-
-    def handle_starttag(self, tag, attrs):
-        for name, value in attrs:
-            if value is not None and (name in ("src", "href") or (tag == "object" and name == "data")):
-                self.refs.append((tag, name, value))
-
-
-def references(page: str | os.PathLike) -> list[tuple[str, str, str]]:
-    parser = _Refs()
-    parser.feed(Path(page).read_text(encoding="utf-8"))
-    return parser.refs
-
-
-def resolve_link(page: Path, url: str, root: Path) -> tuple[str, Path | None]:
-    """What a URL on ``page`` points at: ("external"|"inline"|"anchor"|"file", local path or None)."""
-    parts = urlsplit(url)
-    if parts.scheme in ("http", "https", "ftp") or url.startswith("//"):
-        return "external", None
-    if parts.scheme in ("data", "mailto", "javascript"):
-        return "inline", None
-    if parts.scheme == "file":
-        return "file", Path(unquote(parts.path))
-    if not parts.path:
-        return "anchor", None
-    return "file", (page.parent / unquote(parts.path)).resolve()
-
-
-def report_pages(report_dir: str | os.PathLike) -> list[Path]:
-    """The pages a reader can reach: ``index.html`` and ``pages/*.html``."""
-    report_dir = Path(report_dir)
-    index = report_dir / "index.html"
-    if not index.is_file():
-        raise FileNotFoundError(f"{index}: no report here (run `python -m bloodlib run` first)")
-    return [index, *sorted((report_dir / "pages").glob("*.html"))]
-
-
-def check_report(report_dir: str | os.PathLike) -> dict:
-    """Without a browser: every page self-contained (images inline, no script, style or image from the
-    network) and every relative link resolving to a file inside the report folder."""
-    root = Path(report_dir).resolve()
-    pages, problems = [], []
-    for page in report_pages(root):
-        images = broken = 0
-        for tag, attr, url in references(page):
-            kind, target = resolve_link(page, url, root)
-            rel = page.relative_to(root).as_posix()
-            if tag == "img":
-                images += 1
-                if kind != "inline":
-                    problems.append(f"{rel}: <img> not embedded: {url[:80]}")
-            elif kind == "external" and tag != "a":
-                problems.append(f"{rel}: <{tag} {attr}> loads from the network: {url[:80]}")
-            if kind == "file" and (target is None or not target.is_file() or not target.is_relative_to(root)):
-                broken += 1
-                problems.append(f"{rel}: link to a missing file or outside the report: {url}")
-        pages.append({"page": page.relative_to(root).as_posix(), "images": images, "broken_links": broken})
-    return {"report": str(root), "pages": pages, "problems": problems, "ok": not problems}
-
-
-_PAGE_STATE = """
-const imgs = Array.from(document.images).map(i => ({src: i.getAttribute('src').slice(0, 60), complete: i.complete,
-                                                 width: i.naturalWidth}));
-const links = Array.from(document.querySelectorAll('a[href]')).map(a => a.getAttribute('href'));
-const remote = performance.getEntriesByType('resource').map(r => r.name).filter(n => /^https?:/.test(n));
-return {images: imgs, links: links, remote: remote, title: document.title,
-        height: document.documentElement.scrollHeight};
-"""
-
-
-def _browser(chromium: str, driver: str, width: int):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 f"--window-size={width},1000", "--allow-file-access-from-files"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "SEVERE"})
-    return webdriver.Chrome(service=Service(executable_path=driver), options=options)
-
-
-def published_run(report_dir: Path) -> Path | None:
-    """The run folder that ``report_dir`` publishes (from ``published.json``)."""
-    published = _read_json(Path(report_dir) / "published.json") or {}
-    run = published.get("run")
-    return (Path(report_dir) / run) if run and (Path(report_dir) / run).is_dir() else None
-
-
-def check_in_browser(report_dir: str | os.PathLike, *, screenshot: str | os.PathLike | None = None,
-                     chromium: str = CHROMIUM, driver: str = CHROMEDRIVER, width: int = 1280,
-                     timeout: float = 60) -> dict:
-    """Open ``index.html`` and every page in headless Chromium as a reader would: every ``<img>`` decoded
-    (naturalWidth > 0), every link resolving to a file in the report, nothing fetched from the network,
-    no console error. A full-page screenshot of the index goes to ``screenshot`` (default: the published
-    run folder's ``index.png``, else ``report_dir/index.png``)."""
-    root = Path(report_dir).resolve()
-    for tool in (chromium, driver):
-        if not Path(tool).is_file():
-            raise FileNotFoundError(f"{tool}: not found; install Debian's chromium and chromium-driver")
-    pages = report_pages(root)
-    shot = Path(screenshot) if screenshot else (published_run(root) or root) / "index.png"
-    results, problems = [], []
-    browser = _browser(chromium, driver, width)
-    browser.set_page_load_timeout(timeout)
-    try:
-        for page in pages:
-            rel = page.relative_to(root).as_posix()
-            browser.get(page.as_uri())
-            state = browser.execute_script(_PAGE_STATE)
-            bad_images = [i["src"] for i in state["images"] if not i["complete"] or i["width"] <= 0]
-            bad_links = []
-            for url in state["links"]:
-                kind, target = resolve_link(page, url, root)
-                if kind == "file" and (not target.is_file() or not target.is_relative_to(root)):
-                    bad_links.append(url)
-            errors = [e["message"] for e in browser.get_log("browser")]
-            problems += [f"{rel}: image not decoded: {s}" for s in bad_images]
-            problems += [f"{rel}: link does not resolve to a file in the report: {u}" for u in bad_links]
-            problems += [f"{rel}: fetched from the network: {u}" for u in state["remote"]]
-            problems += [f"{rel}: console error: {e}" for e in errors]
-            results.append({"page": rel, "title": state["title"], "images": len(state["images"]),
-                            "bad_images": bad_images, "links": len(state["links"]), "bad_links": bad_links,
-                            "remote": state["remote"], "console_errors": errors})
-            if page == pages[0]:
-                browser.set_window_size(width, min(max(state["height"], 600), 16000))
-                shot.parent.mkdir(parents=True, exist_ok=True)
-                with fileio.atomic_path(shot) as tmp:
-                    tmp.write_bytes(browser.get_screenshot_as_png())
-                browser.set_window_size(width, 1000)
-    finally:
-        browser.quit()
-    return {"report": str(root), "pages": results, "screenshot": str(shot), "problems": problems,
-            "ok": not problems, "checked": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-
-
-def summary(result: dict) -> str:
-    """A few lines for the terminal: pages, images, links, problems."""
-    lines = [f"{p['page']}: {p['images']} images, {p.get('links', '-')} links" for p in result["pages"]]
-    if result.get("screenshot"):
-        lines.append(f"screenshot: {result['screenshot']}")
-    lines += [f"PROBLEM {p}" for p in result["problems"]] or ["ok: every image decoded, every link resolves"]
-    return "\n".join(lines)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m bloodlib.report [REPORT_DIR] [--browser]``: check a rendered report; 1 on any problem."""
-    parser = argparse.ArgumentParser(prog="python -m bloodlib.report", description=main.__doc__)
-    parser.add_argument("report_dir", nargs="?", default="report")
-    parser.add_argument("--browser", action="store_true", help="open every page in headless Chromium")
-    parser.add_argument("--screenshot", help="where to save the index screenshot (with --browser)")
-    args = parser.parse_args(argv)
-    try:
-        result = check_in_browser(args.report_dir, screenshot=args.screenshot) if args.browser \
-            else check_report(args.report_dir)
-    except FileNotFoundError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(summary(result))
-    return 0 if result["ok"] else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

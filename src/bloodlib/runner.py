@@ -10,6 +10,7 @@ the run, names the notebook and the cell, keeps the partial notebook and leaves 
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import dataclasses
 import difflib
@@ -58,6 +59,7 @@ class Step:
     notebook: Path
     parameters: dict
     status: str = "pending"  # pending | ok | failed
+    settings: dict | None = None  # what the notebook resolves to (config.resolve), training recipe included
     seconds: float | None = None
 
 
@@ -301,14 +303,25 @@ def models_record(run_dir: Path) -> dict:
     return models
 
 
-def resolved_settings(profile: str, run_dir: Path, overrides: Mapping) -> dict | None:
-    """The Settings the notebooks resolve to (None when the values are refused: the notebook will say why)."""
-    names = {f.name for f in dataclasses.fields(config.Settings)} - {"profile", "output_dir"}
+def resolved_settings(profile: str, run_dir: Path, parameters: Mapping) -> dict | None:
+    """The Settings (with the training recipe) that a notebook with these parameter values resolves to;
+    None when the values are refused (the notebook will say why)."""
+    values = config.notebook_parameters(dict(parameters))
+    for name in ("profile", "data_dir", "output_dir"):
+        values.pop(name, None)
     try:
-        return config.resolve(profile, output_dir=run_dir,
-                              **{k: v for k, v in overrides.items() if k in names}).as_dict()
+        return config.resolve(profile, output_dir=run_dir, **values).as_dict()
     except (ValueError, TypeError):
         return None
+
+
+def notebook_settings(step: Step, profile: str, run_dir: Path) -> dict | None:
+    """What one notebook resolves to: its parameters cell's defaults (model_name, ...), then the run's values."""
+    declared = {}
+    for name, source in declared_parameters(step.notebook).items():
+        with contextlib.suppress(ValueError, SyntaxError):
+            declared[name] = ast.literal_eval(source)
+    return resolved_settings(profile, run_dir, {**declared, **step.parameters})
 
 
 def write_record(run_dir: Path, record: dict, steps: Sequence[Step]) -> dict:
@@ -318,7 +331,7 @@ def write_record(run_dir: Path, record: dict, steps: Sequence[Step]) -> dict:
         data = json.loads((run_dir / "data" / "data_record.json").read_text(encoding="utf-8"))
     record = {**record,
               "notebooks": [{"name": s.notebook.stem, "status": s.status, "seconds": s.seconds,
-                             "parameters": s.parameters} for s in steps],
+                             "parameters": s.parameters, "settings": s.settings} for s in steps],
               "total_seconds": round(sum(s.seconds or 0 for s in steps), 1),
               "data": {"checksum": data.get("checksum"), "root": data.get("root"), "files": data.get("files"),
                        "sources": data.get("sources")},
@@ -355,6 +368,8 @@ def run(notebooks: Sequence[str | os.PathLike] | None = None, profile: str | Non
     run_dir = (runs / run_id).resolve()
     steps = plan(paths, profile, values, run_dir)  # refuses unknown names before the run folder exists
     run_dir.mkdir(parents=True)
+    for step in steps:
+        step.settings = notebook_settings(step, profile, run_dir)
 
     log_path = run_dir / "run.log"
 
@@ -475,8 +490,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--run-id", help="name of the run folder (default: time stamp and git commit)")
     parser.add_argument("--kernel", help="Jupyter kernel (default: the notebook's)")
     parser.add_argument("--show-input", action="store_true", help="show the code cells in the HTML pages")
-    parser.add_argument("--browser-check", action="store_true",
-                        help="after publishing, open every page in headless Chromium; fail on a broken image or link")
     return parser
 
 
@@ -486,21 +499,15 @@ def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
         args = add_arguments(argparse.ArgumentParser(prog="bloodlib run", description=__doc__.splitlines()[0])
                              ).parse_args(args)
     try:
-        run_dir = run(args.notebooks or None, profile=args.profile, overrides=parse_overrides(args.parameter),
-                      config_file=args.config_file, report_dir=args.report_dir, run_id=args.run_id,
-                      kernel_name=args.kernel, show_input=args.show_input)
+        run(args.notebooks or None, profile=args.profile, overrides=parse_overrides(args.parameter),
+            config_file=args.config_file, report_dir=args.report_dir, run_id=args.run_id,
+            kernel_name=args.kernel, show_input=args.show_input)
     except NotebookFailed as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except (ValueError, FileNotFoundError, FileExistsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    if args.browser_check:
-        from . import report
-
-        result = report.check_in_browser(run_dir.parent.parent)
-        print(report.summary(result))
-        return 0 if result["ok"] else 1
     return 0
 
 

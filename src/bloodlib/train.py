@@ -1,31 +1,18 @@
-"""One training loop for every model of the study.
+"""One training loop for every model of the study: :func:`fit`.
 
 The decoded images stay a uint8 tensor (an :class:`~bloodlib.datasets.ImageSet`) on the training device;
-each step gathers a batch, augments it as a whole (:func:`augment_batch`: per-image random draws, no
-per-image Python loop), normalises it and takes an AdamW step under a one-cycle schedule. Validation
-macro-F1 picks the best epoch and stops the run early. ``out_dir`` receives two checkpoints:
-
-- ``best.pt``: the weights of the best epoch and the metadata needed to use them (model, classes, image
-  size, mode, normalisation, ...), written atomically whenever validation improves, so it survives any
-  interruption;
-- ``last.pt``: everything needed to continue an interrupted run (``fit(..., resume=True)``): weights,
-  optimizer, scheduler, random state and history, written after the first epoch and then at most every
-  ``save_every`` seconds (weights plus AdamW's state are 12 bytes a parameter: 135 MB for resnet18, written
-  after every 0.2-second epoch on a GPU would dominate the run). Once the run ends it is replaced by a small
-  record without weights, so a finished run keeps one copy of its weights.
-
-Every checkpoint holds tensors and plain values only and is read with ``torch.load(weights_only=True)``.
+each step gathers a batch, augments it as a whole (:func:`bloodlib.augment.augment_batch`), normalises it
+and takes an AdamW step under a one-cycle schedule, in the precision :mod:`bloodlib.precision` chooses for
+the model and device. Validation macro-F1 picks the best epoch and stops the run early. ``out_dir``
+receives ``best.pt`` (the best epoch) and ``last.pt`` (what ``resume`` continues from); see
+:mod:`bloodlib.checkpoints` for what each holds and when it is written.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import json
 import math
 import os
-import pickle
 import time
-import zipfile
 from pathlib import Path
 from typing import Callable
 
@@ -37,13 +24,15 @@ from sklearn.metrics import f1_score
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import config, fileio
+from . import config
+from .config import TrainConfig
+from .augment import COLOUR_JITTER, augment_batch, normalize
+from .checkpoints import (BEST, LAST, CheckpointError, check_metadata, load_checkpoint, plain_values, read_checkpoint,
+                          save_checkpoint)
 from .datasets import ImageSet
-from .models import check_input_size, create_model, get_spec
-
-CHECKPOINT_FORMAT = "bloodlib-checkpoint"
-CHECKPOINT_VERSION = 1
-BEST, LAST = "best.pt", "last.pt"
+from .models import check_input_size
+from .precision import Precision, autocast_for, choose_precision, deterministic
+from .predict import predict_logits
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -53,52 +42,6 @@ class NonFiniteLossError(FloatingPointError):
         self.epoch, self.step, self.value = epoch, step, value
         super().__init__(f"training loss is {value} at epoch {epoch}, step {step}: stopped (check the images "
                          f"for NaN/inf values, or lower the learning rate)")
-
-
-class CheckpointError(ValueError):
-    """A file that is not a usable checkpoint, or one made for another model, class list or image size."""
-
-
-@dataclasses.dataclass
-class TrainConfig:
-    """How one model is trained; every field is saved with the checkpoint."""
-    epochs: int = 40
-    batch_size: int = 32
-    lr: float = 1e-3  # peak learning rate of the one-cycle schedule
-    weight_decay: float = 0.05  # AdamW; biases and norm layers are not decayed
-    warmup: float = 0.1  # fraction of the steps spent warming up (one-cycle's pct_start)
-    patience: int = 12  # epochs without a better validation macro-F1 before stopping
-    label_smoothing: float = 0.1
-    augment: bool = True  # random flips, rotations, colour jitter (training batches only)
-    colour_jitter: float = 1.0  # scales the colour jitter of augment_batch (0: geometry only)
-    zoom: float = 0.0  # > 0: random zoom by a factor in [1 / (1 + zoom), 1 + zoom] (augment_batch)
-    shift: float = 0.0  # > 0: random shift by up to this fraction of the side, on each axis (augment_batch)
-    ema_decay: float = 0.0  # > 0: validate, select and keep an exponential moving average of the weights
-    mixup_alpha: float = 0.0  # > 0: timm's Mixup blends pairs of training images and their labels
-    cutmix_alpha: float = 0.0  # > 0: ... or pastes a patch of one into the other (with both, one per batch)
-    oversample: bool = True  # ImageSet.training_indices: repeat the rare classes
-    seed: int = 42
-    eval_batch_size: int = 128
-    channels_last: bool | None = None  # None: on CUDA yes, on CPU where the model registry measured a gain
-    cpu_bf16: bool | None = None  # None: bf16 autocast on CPU where the registry measured a gain
-
-    @classmethod
-    def from_settings(cls, settings: config.Settings, **overrides) -> "TrainConfig":
-        """The fields a notebook's :class:`~bloodlib.config.Settings` fixes, plus ``overrides``."""
-        values = dict(epochs=settings.epochs, batch_size=settings.batch_size, patience=settings.patience,
-                      seed=settings.seed)
-        return cls(**{**values, **overrides})
-
-    def __post_init__(self):
-        for name in ("epochs", "batch_size", "patience", "eval_batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"TrainConfig.{name} must be at least 1, got {getattr(self, name)}")
-        if not 0 <= self.zoom < 1 or not 0 <= self.shift < 0.5:
-            raise ValueError(f"TrainConfig.zoom must be in [0, 1) and shift in [0, 0.5), got {self.zoom}, {self.shift}")
-        if self.mixup_alpha < 0 or self.cutmix_alpha < 0:
-            raise ValueError("TrainConfig.mixup_alpha and cutmix_alpha must be >= 0")
-        if not 0 <= self.ema_decay < 1:
-            raise ValueError(f"TrainConfig.ema_decay must be in [0, 1), got {self.ema_decay}")
 
 
 @dataclasses.dataclass
@@ -116,144 +59,6 @@ class FitResult:
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_accuracy", "train_macro_f1", "val_loss", "val_accuracy",
                    "val_macro_f1", "lr", "seconds", "images_per_second"]
-
-
-# ------------------------------------------------------------------------------------------ input pipeline
-
-# augment_batch's colour jitter at strength 1 (TrainConfig.colour_jitter scales all four)
-COLOUR_JITTER = dict(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.03)
-
-
-def augment_batch(images: torch.Tensor, generator: torch.Generator | None = None, *, enabled: bool = True,
-                  flip: bool = True, rotate: bool = True, zoom: float = 0.0, shift: float = 0.0,
-                  brightness: float = COLOUR_JITTER["brightness"], contrast: float = COLOUR_JITTER["contrast"],
-                  saturation: float = COLOUR_JITTER["saturation"], hue: float = COLOUR_JITTER["hue"]) -> torch.Tensor:
-    """Random flips, rotation by any angle, optional zoom and shift, and colour jitter, drawn per image,
-    applied to the batch at once.
-
-    A smear has no up, down, left or right, so every rotation and flip is a valid training image; zoom and
-    shift imitate a WBC box drawn a little larger, smaller or off-centre; the jitter imitates stain and
-    illumination differences. Same dtype and shape out as in (uint8 stays uint8); the identity when
-    ``enabled`` is False. Random numbers come from ``generator`` (CPU) for repeatability.
-    """
-    if not enabled:
-        return images
-    x = images.float() / 255 if images.dtype == torch.uint8 else images.float()
-    if flip or rotate or zoom or shift:
-        x = _random_geometry(x, generator, flip=flip, rotate=rotate, zoom=zoom, shift=shift)
-    x = _random_colour(x, generator, brightness=brightness, contrast=contrast, saturation=saturation, hue=hue)
-    if images.dtype == torch.uint8:
-        return x.mul_(255).round_().clamp_(0, 255).to(torch.uint8)
-    return x.to(images.dtype)
-
-
-def _uniform(n: int, low: float, high: float, generator: torch.Generator | None, device) -> torch.Tensor:
-    return (torch.rand(n, generator=generator) * (high - low) + low).to(device)
-
-
-def _random_geometry(x: torch.Tensor, generator, *, flip: bool, rotate: bool, zoom: float = 0.0,
-                     shift: float = 0.0) -> torch.Tensor:
-    """One affine matrix per image (rotation about the centre, flips, zoom, shift), one ``grid_sample`` call.
-
-    Zoom and shift draw their random numbers only when asked for, so runs without them repeat earlier runs.
-    """
-    n, _, h, w = x.shape
-    angle = _uniform(n, 0, 2 * math.pi, generator, x.device) if rotate else torch.zeros(n, device=x.device)
-    fx, fy = (torch.ones(n, device=x.device),) * 2
-    if flip:
-        fx, fy = (torch.where(_uniform(n, 0, 1, generator, x.device) < 0.5, -1.0, 1.0) for _ in range(2))
-    # the grid maps output to input pixels: sampling a window 1/z of the side shows the image z times larger;
-    # the zoom factor is drawn log-uniformly so that zooming in and out are equally likely
-    inverse_zoom = torch.exp(_uniform(n, -math.log1p(zoom), math.log1p(zoom), generator, x.device)) if zoom else 1.0
-    tx, ty = ((_uniform(n, -2 * shift, 2 * shift, generator, x.device) for _ in range(2)) if shift
-              else (torch.zeros(n, device=x.device),) * 2)
-    cos, sin = torch.cos(angle) * inverse_zoom, torch.sin(angle) * inverse_zoom
-    # affine_grid works in [-1, 1] coordinates on both axes: rescale so that the rotation is one in pixels
-    theta = torch.stack([torch.stack([cos * fx, -sin * fy * h / w, tx], 1),
-                         torch.stack([sin * fx * w / h, cos * fy, ty], 1)], 1)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    # corners rotated in from outside the image are filled by reflection: more smear, not black wedges
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
-
-
-# RGB <-> YIQ: saturation scales the chroma (I, Q) plane and hue rotates it
-_RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
-_YIQ_TO_RGB = torch.linalg.inv(_RGB_TO_YIQ)  # once: linalg.inv on a GPU waits for the device (error check)
-
-
-def _random_colour(x: torch.Tensor, generator, *, brightness: float, contrast: float, saturation: float,
-                   hue: float) -> torch.Tensor:
-    """Brightness, contrast, then saturation and hue as one 3x3 colour matrix per image (values in [0, 1])."""
-    n = len(x)
-    b = _uniform(n, 1 - brightness, 1 + brightness, generator, x.device).view(n, 1, 1, 1)
-    x = (x * b).clamp_(0, 1)
-    c = _uniform(n, 1 - contrast, 1 + contrast, generator, x.device).view(n, 1, 1, 1)
-    grey = (x * _RGB_TO_YIQ[0].to(x.device).view(1, 3, 1, 1)).sum(1, keepdim=True).mean((2, 3), keepdim=True)
-    x = ((x - grey) * c + grey).clamp_(0, 1)
-    s = _uniform(n, 1 - saturation, 1 + saturation, generator, x.device)
-    a = _uniform(n, -hue, hue, generator, x.device) * 2 * math.pi
-    chroma = torch.zeros(n, 3, 3, device=x.device)
-    chroma[:, 0, 0] = 1
-    chroma[:, 1, 1], chroma[:, 1, 2] = s * torch.cos(a), -s * torch.sin(a)
-    chroma[:, 2, 1], chroma[:, 2, 2] = s * torch.sin(a), s * torch.cos(a)
-    matrix = _YIQ_TO_RGB.to(x.device) @ chroma @ _RGB_TO_YIQ.to(x.device)
-    return torch.einsum("nij,njhw->nihw", matrix, x).clamp_(0, 1)
-
-
-def normalize(images: torch.Tensor, normalization: dict, channels_last: bool = False) -> torch.Tensor:
-    """uint8 images to the float input of the network: [0, 1], then (x - mean) / std per channel."""
-    mean = torch.tensor(normalization["mean"], device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(normalization["std"], device=images.device).view(1, 3, 1, 1)
-    x = (images.float() / 255 - mean) / std
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
-
-
-# ---------------------------------------------------------------------------------------------- precision
-
-@dataclasses.dataclass(frozen=True)
-class Precision:
-    """Autocast dtype (None: fp32) and memory format chosen for one device and model."""
-    autocast: torch.dtype | None
-    channels_last: bool
-
-    @property
-    def name(self) -> str:
-        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.autocast]
-
-
-def choose_precision(model_name: str, device: torch.device, cfg: TrainConfig) -> Precision:
-    """CUDA: fp16 autocast and channels_last. CPU: bf16 and channels_last only where measured faster for
-    this model (see the registry) and, for bf16, only on CPUs with native bf16. MPS: fp32."""
-    spec = get_spec(model_name)
-    if device.type == "cuda":
-        return Precision(torch.float16, True if cfg.channels_last is None else cfg.channels_last)
-    if device.type != "cpu":
-        return Precision(None, bool(cfg.channels_last))
-    native_bf16 = bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    bf16 = spec.cpu_bf16 and native_bf16 if cfg.cpu_bf16 is None else cfg.cpu_bf16
-    channels_last = spec.cpu_channels_last if cfg.channels_last is None else cfg.channels_last
-    return Precision(torch.bfloat16 if bf16 else None, channels_last)
-
-
-def autocast_for(device: torch.device, precision: Precision):
-    """torch.autocast for the chosen precision, or nothing for fp32."""
-    if precision.autocast is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=precision.autocast)
-
-
-@contextlib.contextmanager
-def deterministic():
-    """Deterministic algorithms while training (warn, not fail, where an op has none), then as before."""
-    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-             torch.backends.cudnn.benchmark)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.backends.cudnn.benchmark = False
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
-        torch.backends.cudnn.benchmark = saved[2]
 
 
 # ------------------------------------------------------------------------------------------------ steps
@@ -345,134 +150,12 @@ def _scores(truth: torch.Tensor, predicted: torch.Tensor, total_loss: float, num
                                         zero_division=0)))
 
 
-@torch.no_grad()
-def predict_logits(model: nn.Module, images: torch.Tensor, *, batch_size: int = 128,
-                   device: torch.device | str | None = None) -> torch.Tensor:
-    """Logits (float32, on the CPU) of uint8 images: eval mode, no augmentation, in batches."""
-    device = torch.device(device) if device else next(model.parameters()).device
-    images = torch.as_tensor(images)
-    was_training = model.training
-    model.eval()
-    precision = Precision(torch.float16 if device.type == "cuda" else None, False)
-    try:
-        out = []
-        for chunk in torch.split(images, batch_size):
-            with autocast_for(device, precision):
-                out.append(model(normalize(chunk.to(device), model.normalization)).float().cpu())
-    finally:
-        model.train(was_training)
-    return torch.cat(out) if out else torch.empty(0, 0)
-
-
-def predict_proba(model: nn.Module, images: torch.Tensor, *, batch_size: int = 128,
-                  device: torch.device | str | None = None) -> np.ndarray:
-    """Softmax probabilities (N x classes) of uint8 images, on the model's device unless ``device``."""
-    return torch.softmax(predict_logits(model, images, batch_size=batch_size, device=device), 1).numpy()
-
-
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, batch_size: int = 128) -> dict:
     """Loss (plain cross-entropy, comparable across label smoothing), accuracy and macro-F1 of a split."""
     logits = predict_logits(model, images, batch_size=batch_size)
     truth = labels.cpu()
     loss = F.cross_entropy(logits, truth, reduction="sum").item()
     return _scores(truth, logits.argmax(1), loss, num_classes=logits.shape[1])
-
-
-# ------------------------------------------------------------------------------------------- checkpoints
-
-def _plain(value):
-    """Metadata as JSON-able plain values (numpy scalars, paths, tuples...): what weights_only can read."""
-    def default(obj):
-        if isinstance(obj, (np.generic, torch.Tensor)) and np.ndim(obj) == 0:
-            return obj.item()
-        if isinstance(obj, (np.ndarray, torch.Tensor)):
-            return obj.tolist()
-        if isinstance(obj, (Path, torch.device, torch.dtype)):
-            return str(obj)
-        raise TypeError(f"checkpoint metadata cannot hold {type(obj).__name__}: {obj!r}")
-    return json.loads(json.dumps(value, default=default))
-
-
-def _atomic_save(obj, path: Path) -> None:
-    """torch.save through a temporary file renamed into place: readers never see half a checkpoint."""
-    with fileio.atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
-def save_checkpoint(path: str | os.PathLike, model: nn.Module | None, metadata: dict, **extra) -> Path:
-    """Write ``model``'s weights (CPU tensors), its metadata and ``extra`` entries atomically to ``path``."""
-    path = Path(path)
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()} if model is not None else None
-    _atomic_save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "state_dict": state,
-                  "metadata": _plain(metadata), **extra}, path)
-    return path
-
-
-def read_checkpoint(path: str | os.PathLike) -> dict:
-    """The whole checkpoint dictionary, or :class:`CheckpointError` naming the file and what is wrong."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    if not zipfile.is_zipfile(path):  # torch.save's format is a zip archive
-        raise CheckpointError(f"{path} is not a checkpoint: not a file written by torch.save")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise CheckpointError(f"{path} is refused: it holds Python objects other than tensors and plain values, "
-                              f"which a checkpoint never does (loading them could run code): "
-                              f"{str(error).splitlines()[-1][:200]}") from None
-    except Exception as error:  # a damaged archive, a zip of something else, ...
-        raise CheckpointError(f"{path} is not a readable checkpoint: {type(error).__name__}: {error}") from None
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is a torch file but not a bloodlib checkpoint (no format marker)")
-    if checkpoint.get("version") != CHECKPOINT_VERSION:
-        raise CheckpointError(f"{path} has checkpoint version {checkpoint.get('version')}, "
-                              f"this bloodlib reads version {CHECKPOINT_VERSION}")
-    return checkpoint
-
-
-def check_metadata(path: str | os.PathLike, metadata: dict, *, model_name: str | None = None,
-                   classes: list[str] | None = None, image_size: int | tuple[int, int] | None = None) -> None:
-    """Refuse a checkpoint made for another model, class list or image size, naming the file and the field."""
-    if isinstance(image_size, int):
-        image_size = (image_size, image_size)
-    expected = {"model": model_name, "classes": list(classes) if classes is not None else None,
-                "image_size": list(image_size) if image_size is not None else None}
-    for key, want in expected.items():
-        if want is not None and metadata.get(key) != want:
-            raise CheckpointError(f"{path} was made for {key} {metadata.get(key)!r}, expected {want!r}")
-
-
-def load_checkpoint(path: str | os.PathLike, *, model_name: str | None = None, classes: list[str] | None = None,
-                    image_size: int | tuple[int, int] | None = None) -> tuple[dict, dict]:
-    """``(state_dict, metadata)`` of a checkpoint, refused if it does not match what is expected."""
-    checkpoint = read_checkpoint(path)
-    metadata = checkpoint["metadata"]
-    if checkpoint["state_dict"] is None:
-        raise CheckpointError(f"{path} holds no weights (a finished run's last.pt): use best.pt")
-    check_metadata(path, metadata, model_name=model_name, classes=classes, image_size=image_size)
-    metadata["image_size"] = tuple(metadata["image_size"])
-    return checkpoint["state_dict"], metadata
-
-
-def load_model(path: str | os.PathLike, *, device: torch.device | str | None = None, **expect) -> nn.Module:
-    """The model of a checkpoint, built with ``create_model(pretrained=False)``, in eval mode.
-
-    ``expect`` (model_name, classes, image_size) refuses checkpoints made for something else. The metadata
-    is kept on the model as ``model.checkpoint_metadata``.
-    """
-    state_dict, metadata = load_checkpoint(path, **expect)
-    if "model" not in metadata or "classes" not in metadata:
-        raise CheckpointError(f"{path} does not say which model and classes it holds")
-    model = create_model(metadata["model"], len(metadata["classes"]), pretrained=False)
-    try:
-        model.load_state_dict(state_dict)
-    except RuntimeError as error:
-        raise CheckpointError(f"{path}: its weights do not fit {metadata['model']!r}: {error}") from None
-    model.pretrained_source = metadata.get("pretrained_source", "scratch")
-    model.normalization = metadata.get("normalization", model.normalization)
-    model.checkpoint_metadata = metadata
-    return model.to(device or "cpu").eval()
 
 
 # ---------------------------------------------------------------------------------------------------- fit
@@ -484,7 +167,7 @@ def _run_metadata(model: nn.Module, data: ImageSet, cfg: TrainConfig, precision:
     metadata.update(model=model.model_name, classes=list(data.classes), image_size=[h, w], seed=cfg.seed,
                     pretrained_source=model.pretrained_source, normalization=model.normalization,
                     precision=precision.name, train_config=dataclasses.asdict(cfg))
-    return _plain(metadata)
+    return plain_values(metadata)
 
 
 def _new_state() -> dict:
@@ -565,7 +248,7 @@ def fit(model: nn.Module, data: ImageSet, train_idx, val_idx, cfg: TrainConfig, 
     if len(val_idx) == 0:
         raise ValueError("fit needs validation images (val_idx is empty) to select the best epoch")
     config.seed_everything(cfg.seed)
-    precision = choose_precision(model.model_name, device, cfg)
+    precision = choose_precision(model.model_name, device, channels_last=cfg.channels_last, cpu_bf16=cfg.cpu_bf16)
     metadata = _run_metadata(model, data, cfg, precision, metadata)
     out_dir = Path(out_dir) if out_dir is not None else None
     model.to(device, memory_format=torch.channels_last if precision.channels_last else torch.contiguous_format)
@@ -611,7 +294,7 @@ def fit(model: nn.Module, data: ImageSet, train_idx, val_idx, cfg: TrainConfig, 
                 callback(epoch, row)
     state["stopped"] = True
     if out_dir is not None:  # finished: a record of the run without weights replaces the resumable state
-        save_checkpoint(out_dir / LAST, None, metadata, kind="last", train_state=_plain(state))
+        save_checkpoint(out_dir / LAST, None, metadata, kind="last", train_state=plain_values(state))
     if best_weights is not None:
         model.load_state_dict(best_weights)
     model.eval()
@@ -642,26 +325,7 @@ def _update_best(state: dict, row: dict, model: nn.Module, metadata: dict, out_d
 
 def _save_last(path: Path, model, metadata, state, optimizer, scheduler, scaler, ema=None) -> None:
     extra = {"ema": {k: v.detach().cpu() for k, v in ema.module.state_dict().items()}} if ema is not None else {}
-    save_checkpoint(path, model, metadata, kind="last", train_state=_plain(state), optimizer=optimizer.state_dict(),
-                    scheduler=scheduler.state_dict(), scaler=scaler.state_dict(), rng=torch.get_rng_state(), **extra)
+    save_checkpoint(path, model, metadata, kind="last", train_state=plain_values(state),
+                    optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), scaler=scaler.state_dict(),
+                    rng=torch.get_rng_state(), **extra)
 
-
-# ------------------------------------------------------------------------------------------ synthetic data
-
-def toy_imageset(counts: tuple[int, ...] = (16, 16, 16, 16), size: int | tuple[int, int] = 32, *,
-                 separable: bool = True, seed: int = 0) -> ImageSet:
-    """A synthetic ImageSet for tests and benchmarks: ``counts[k]`` images of class k, each a colour of its
-    class plus noise (``separable``) or pure noise. Splits 60/20/20 % per class (train/val/test), 2 folds."""
-    h, w = (size, size) if isinstance(size, int) else size
-    generator = torch.Generator().manual_seed(seed)
-    labels = torch.cat([torch.full((c,), k) for k, c in enumerate(counts)])
-    colours = torch.rand(len(counts), 3, generator=generator) * 200 + 28
-    noise = torch.randn(len(labels), 3, h, w, generator=generator) * 30
-    base = colours[labels].view(-1, 3, 1, 1) if separable else torch.full((len(labels), 3, 1, 1), 128.0)
-    images = (base + noise).clamp(0, 255).to(torch.uint8)
-    rank = torch.cat([torch.arange(c) / c for c in counts]).numpy()  # position within its class, in [0, 1)
-    split = np.select([rank < 0.6, rank < 0.8], ["train", "val"], "test")
-    classes = [f"CLASS_{k}" for k in range(len(counts))]
-    rows = pd.DataFrame({"id": np.arange(len(labels)), "split": split, "fold": np.arange(len(labels)) % 2,
-                         "label": [classes[k] for k in labels]})
-    return ImageSet(images=images, labels=labels.long(), classes=classes, rows=rows)
