@@ -8,8 +8,14 @@ SHARED_DATA := $(wildcard $(CURDIR)/../shared/data/bccd)
 BLOODLIB_DATA ?= $(SHARED_DATA)
 export BLOODLIB_DATA
 ARGS ?=
+# RESUME=1 continues the last incomplete run, RESUME=<run-id> that one (run --resume); the run's profile unless
+# PROFILE is given
+RESUME ?=
+RESUMING := $(filter-out 0 no false,$(RESUME))
+RESUME_ARGS := $(if $(RESUMING),--resume $(filter-out 1 yes true,$(RESUMING)))
+PROFILE_ARGS := $(if $(and $(RESUMING),$(filter file,$(origin PROFILE))),,--profile $(PROFILE))
 
-.PHONY: venv test-venv report smoke test unit notebooks sync benchmark lab clean
+.PHONY: venv test-venv report publish smoke test unit notebooks sync benchmark lab clean
 
 venv: $(VENV)/.installed
 
@@ -28,9 +34,13 @@ $(VENV)/.test-installed: requirements-test.txt $(VENV)/.installed
 	$(PY) -m pip install --quiet -r requirements-test.txt
 	touch $@
 
-## make report [PROFILE=smoke] [ARGS="-p image_size 96 -p epochs 40"]: run notebooks 01-07, render report/
+## make report [PROFILE=smoke] [ARGS="-p image_size 96 -p epochs 40"] [RESUME=1]: run notebooks 01-07, render report/
 report: venv
-	$(PY) -m bloodlib run --profile $(PROFILE) $(ARGS)
+	$(PY) -m bloodlib run $(PROFILE_ARGS) $(ARGS) $(RESUME_ARGS)
+
+## make publish: the full study, then its report staged for commit (index, pages, the run's results; no checkpoints)
+publish: report
+	$(PY) -m bloodlib stage
 
 smoke:
 	$(MAKE) report PROFILE=smoke
@@ -41,8 +51,11 @@ test: unit notebooks
 unit: test-venv
 	$(PY) -m pytest tests
 
+# the library's progress bars go to outputs/nbmake/progress.log, not into the executed notebooks
 notebooks: test-venv
-	BLOODLIB_PROFILE=smoke BLOODLIB_OUTPUT=$(CURDIR)/outputs/nbmake BLOODLIB_CACHE=$(CURDIR)/outputs/nbmake/cache $(PY) -m pytest --nbmake --nbmake-timeout=900 notebooks/
+	rm -f outputs/nbmake/progress.log
+	BLOODLIB_PROFILE=smoke BLOODLIB_OUTPUT=$(CURDIR)/outputs/nbmake BLOODLIB_CACHE=$(CURDIR)/outputs/nbmake/cache \
+	BLOODLIB_PROGRESS_LOG=$(CURDIR)/outputs/nbmake/progress.log $(PY) -m pytest --nbmake --nbmake-timeout=900 notebooks/
 
 benchmark: venv
 	$(PY) benchmarks/throughput.py

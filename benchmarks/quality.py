@@ -6,6 +6,9 @@ balanced accuracy and accuracy, plus the training time. One JSON line per run is
 sweep can be compared afterwards with ``pandas.read_json(log, lines=True)``.
 
     python benchmarks/quality.py --model resnet18 --size 128 --epochs 60 --folds 4 --repeats 2 --ema 0.99
+
+Every option left out takes the layered default of ``config.resolve`` (``--profile``, the dataset, the model's
+recipe), so a bare ``python benchmarks/quality.py`` runs the full profile's recipe for resnet18.
 """
 from __future__ import annotations
 
@@ -20,27 +23,35 @@ import torch
 from bloodlib import config, datasets, evaluate, experiment
 
 
+# option -> Settings / TrainConfig field (None: the layered default of config.resolve for --profile and --model)
+FIELDS = dict(dataset="dataset", mode="mode", size="image_size", epochs="epochs", patience="patience",
+              folds="folds", repeats="repeats", batch_size="batch_size", lr="lr", weight_decay="weight_decay",
+              label_smoothing="label_smoothing", jitter="colour_jitter", zoom="zoom", shift="shift", ema="ema_decay",
+              mixup="mixup_alpha", cutmix="cutmix_alpha", seed="seed")
+
+
 def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", default="full", help="the profile whose defaults fill what is not given")
     parser.add_argument("--model", default="resnet18")
-    parser.add_argument("--dataset", default="bccd", help="bccd, kaggle-augmented, folder:PATH (see datasets.prepare)")
-    parser.add_argument("--mode", default="crop", choices=["crop", "full"])
-    parser.add_argument("--size", type=int, default=96)
-    parser.add_argument("--epochs", type=int, default=40)
-    parser.add_argument("--patience", type=int, default=None, help="default: never stop early")
-    parser.add_argument("--folds", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the model registry's)")
-    parser.add_argument("--weight-decay", type=float, default=0.05)
-    parser.add_argument("--label-smoothing", type=float, default=0.1)
-    parser.add_argument("--jitter", type=float, default=1.0, help="colour jitter strength (TrainConfig.colour_jitter)")
-    parser.add_argument("--zoom", type=float, default=0.0, help="random zoom range (TrainConfig.zoom), 0: off")
-    parser.add_argument("--shift", type=float, default=0.0, help="random shift range (TrainConfig.shift), 0: off")
-    parser.add_argument("--ema", type=float, default=0.0, help="EMA decay of the weights, 0: off")
-    parser.add_argument("--mixup", type=float, default=0.0, help="mixup alpha, 0: off")
-    parser.add_argument("--cutmix", type=float, default=0.0, help="cutmix alpha, 0: off")
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--dataset", help="bccd, kaggle-augmented, folder:PATH (see datasets.prepare)")
+    parser.add_argument("--mode", choices=["crop", "full"])
+    parser.add_argument("--size", type=int)
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--patience", type=int, help="epochs without improvement before stopping")
+    parser.add_argument("--folds", type=int)
+    parser.add_argument("--repeats", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--lr", type=float, help="peak learning rate")
+    parser.add_argument("--weight-decay", type=float)
+    parser.add_argument("--label-smoothing", type=float)
+    parser.add_argument("--jitter", type=float, help="colour jitter strength (TrainConfig.colour_jitter)")
+    parser.add_argument("--zoom", type=float, help="random zoom range (TrainConfig.zoom), 0: off")
+    parser.add_argument("--shift", type=float, help="random shift range (TrainConfig.shift), 0: off")
+    parser.add_argument("--ema", type=float, help="EMA decay of the weights, 0: off")
+    parser.add_argument("--mixup", type=float, help="mixup alpha, 0: off")
+    parser.add_argument("--cutmix", type=float, help="cutmix alpha, 0: off")
+    parser.add_argument("--seed", type=int)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", type=Path, default=Path("outputs/quality"))
     parser.add_argument("--log", type=Path, default=Path("outputs/quality/runs.jsonl"))
@@ -48,42 +59,43 @@ def parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_name(args: argparse.Namespace) -> str:
-    dataset = args.dataset.replace(":", "_").replace("/", "_")
-    lr = "registry" if args.lr is None else f"{args.lr:g}"
-    patience = "" if args.patience is None else f"-p{args.patience}"  # default (never stop early): unnamed
-    geometry = (f"-z{args.zoom:g}" if args.zoom else "") + (f"-sh{args.shift:g}" if args.shift else "")
-    return (f"{dataset}-{args.model}-{args.mode}-{args.size}px-{args.epochs}ep{patience}-f{args.folds}x{args.repeats}"
-            f"-lr{lr}-wd{args.weight_decay:g}-ls{args.label_smoothing:g}-j{args.jitter:g}{geometry}-ema{args.ema:g}"
-            f"-mix{args.mixup:g}-cut{args.cutmix:g}-b{args.batch_size}-s{args.seed}")
+def settings_for(args: argparse.Namespace, output_dir: Path | None = None) -> config.Settings:
+    """The layered settings (profile, dataset, the model's recipe), then what the options set."""
+    chosen = {field: getattr(args, option) for option, field in FIELDS.items() if getattr(args, option) is not None}
+    return config.resolve(args.profile, output_dir=output_dir, model=args.model, **chosen)
 
 
-def settings_for(args: argparse.Namespace, name: str) -> config.Settings:
-    return config.resolve("full", output_dir=args.out / name, dataset=args.dataset, mode=args.mode,
-                          image_size=args.size, epochs=args.epochs, folds=args.folds, repeats=args.repeats,
-                          seed=args.seed, batch_size=args.batch_size, patience=args.patience or args.epochs,
-                          bootstrap=1000)
+def run_name(settings: config.Settings, model: str) -> str:
+    """A folder name that changes with anything that changes the result."""
+    t = settings.train
+    dataset = settings.dataset.replace(":", "_").replace("/", "_")
+    geometry = (f"-z{t.zoom:g}" if t.zoom else "") + (f"-sh{t.shift:g}" if t.shift else "")
+    return (f"{dataset}-{model}-{settings.mode}-{settings.image_size}px-{t.epochs}ep-p{t.patience}"
+            f"-f{settings.folds}x{settings.repeats}-lr{t.lr:g}-wd{t.weight_decay:g}-ls{t.label_smoothing:g}"
+            f"-j{t.colour_jitter:g}{geometry}-ema{t.ema_decay:g}-mix{t.mixup_alpha:g}-cut{t.cutmix_alpha:g}"
+            f"-b{t.batch_size}-s{settings.seed}")
+
+
+def name_of(args: argparse.Namespace) -> str:
+    return run_name(settings_for(args, args.out), args.model)
 
 
 def main(argv=None) -> None:
     args = parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    name = run_name(args)
-    settings = settings_for(args, name)
+    name = name_of(args)
+    settings = settings_for(args, args.out / name)
     prepared = datasets.prepare(settings, progress=not args.prepare_only)
     if args.prepare_only:
         return
     start = time.perf_counter()
-    recipe = {} if args.lr is None else {"lr": args.lr}
-    run = experiment.run_model(prepared, args.model, pretrained=False, progress=False, **recipe,
-                               weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
-                               colour_jitter=args.jitter, zoom=args.zoom, shift=args.shift, ema_decay=args.ema,
-                               mixup_alpha=args.mixup, cutmix_alpha=args.cutmix)
+    run = experiment.run_model(prepared, args.model, pretrained="scratch", progress=False)
     seconds = time.perf_counter() - start
     ev = run.evaluation
     pooled = evaluate.metrics(ev.y_true, ev.y_prob, ev.classes)
-    result = dict(name=name, **{k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+    resolved = {k: v for k, v in settings.as_dict().items() if k not in ("data_dir", "output_dir", "train", "requested")}
+    result = dict(name=name, **{k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, **resolved,
                   seconds=round(seconds, 1), torch_threads=torch.get_num_threads(), device=run.fits[0].device,
                   precision=run.fits[0].precision, train_config=run.evaluation.extra["train_config"],
                   best_epochs=[f.best_epoch for f in run.fits],

@@ -48,8 +48,8 @@ def read_jobs(path: Path) -> list[list[str]]:
 
 
 def cache_key(words: list[str]) -> tuple:
-    args = quality.parser().parse_args(words)
-    return args.dataset, args.mode, args.size
+    settings = quality.settings_for(quality.parser().parse_args(words))
+    return settings.dataset, settings.mode, settings.image_size
 
 
 def start_caches(jobs: list[list[str]], keys: list[tuple], extra: list[str]) -> dict[tuple, subprocess.Popen]:
@@ -109,7 +109,7 @@ def main(argv=None) -> pd.DataFrame:
             for cache in caches.values():
                 if cache.poll() is None:
                     cache.kill()
-    names = {quality.run_name(quality.parser().parse_args(words)): k for k, words in enumerate(jobs)}
+    names = {quality.name_of(quality.parser().parse_args(words)): k for k, words in enumerate(jobs)}
     results = [json.loads(line) for line in args.log.read_text().splitlines()] if args.log.is_file() else []
     table = pd.DataFrame([r for r in results if r["name"] in names])
     if not table.empty:

@@ -35,7 +35,7 @@ def raw_throughput(name: str, size: tuple[int, int], batch_size: int, steps: int
                    repeats: int = 3) -> float:
     """Images per second of bare training steps on one random, already normalised batch (best of repeats)."""
     config.seed_everything(0)
-    model = create_model(name, 4, pretrained=False).to(device).train()
+    model = create_model(name, 4, pretrained="scratch").to(device).train()
     cfg = TrainConfig(epochs=1, batch_size=batch_size)
     precision = choose_precision(name, device)
     if precision.channels_last:
@@ -69,7 +69,7 @@ def loop_throughput(name: str, data, train_idx, val_idx, batch_size: int, device
                     repeats: int = 3) -> tuple[float, str]:
     """Images per second of fit's epochs after the first (best of repeats), and the precision it used."""
     config.seed_everything(0)
-    model = create_model(name, len(data.classes), pretrained=False)
+    model = create_model(name, len(data.classes), pretrained="scratch")
     cfg = TrainConfig(epochs=1 + repeats, batch_size=batch_size, patience=99, oversample=False)
     result = fit(model, data, train_idx, val_idx, cfg, device=device, progress=False)
     return float(result.history["images_per_second"].iloc[1:].max()), result.precision

@@ -31,12 +31,16 @@
 profile = None      # "smoke" (seconds, for CI) or "full" (the study); None: $BLOODLIB_PROFILE, else "full"
 data_dir = None     # a folder in the Kaggle layout; None: $BLOODLIB_DATA, ../shared/data/bccd, the cache, a download
 output_dir = None   # where results go; None: $BLOODLIB_OUTPUT, else <repo>/outputs
+resume = False      # True: keep the splits already trained in output_dir and continue an interrupted one from
+                    # its last.pt (what `python -m bloodlib run --resume` sets)
 dataset = "bccd"    # "bccd" (the smears with labels.csv), "kaggle-augmented", "folder:/path", "csv:/path/list.csv"
 mode = None         # "crop": a square around the WBC; "full": the whole smear (4:3); None: the dataset's default
 image_size = None   # pixels (the short side); None: the profile's
 seed = 42
 model_name = "alexnet"  # any name of bloodlib.models.list_models()
-pretrained = "auto"  # "auto": ImageNet weights when they can be fetched, else from scratch (with a warning)
+pretrained = "auto"  # "auto": ImageNet weights when they can be fetched, else from scratch (with a warning);
+                     # "scratch", "imagenet", "pbc" (this study's backbone trained on PBC, built once and cached)
+                     # or the path of a best.pt of this study; its head is replaced
 folds = None        # cross-validation folds (None: the profile's; 1: a holdout split)
 repeats = None      # repetitions of the k-fold with other shuffles
 # The training recipe (bloodlib.config.TrainConfig); None: the layered default (base recipe, profile,
@@ -56,6 +60,7 @@ ema_decay = None        # > 0: keep an exponential moving average of the weights
 mixup_alpha = None
 cutmix_alpha = None
 oversample = None       # repeat the rare classes in the training part
+backbone_lr_scale = None  # fine-tuning: the backbone's learning rate relative to the new head's (1: the same)
 eval_batch_size = None
 channels_last = None    # None: chosen for the device
 cpu_bf16 = None         # None: chosen for the CPU and model
@@ -72,7 +77,7 @@ pd.set_option("display.width", 120)
 settings
 
 # %%
-from bloodlib import experiment, splits
+from bloodlib import experiment, report, splits
 
 prepared = datasets.prepare(settings)
 data = prepared.data
@@ -84,12 +89,13 @@ splits.table(prepared.splits, data.labels, data.classes)
 # ## Training
 #
 # One fit per split (fold and repeat). The table gives each split's sizes, the epoch early stopping kept and
-# its validation macro-F1. ImageNet weights cannot always be fetched: the line below says whether this run
-# started from them or from scratch.
+# its validation macro-F1. The line below says where the initial weights came from: ImageNet (which cannot always
+# be fetched), from scratch, or a backbone this study trained on another dataset (with its score on that
+# dataset's own test part).
 
 # %%
-run = experiment.run_model(prepared, model_name, pretrained=pretrained)
-print("weights:", "ImageNet-pretrained" if run.evaluation.pretrained_source == "imagenet" else "trained from scratch")
+run = experiment.run_model(prepared, model_name, pretrained=pretrained, resume=resume)
+print("weights:", report.weights(run.model.initial_weights))
 tables = experiment.statistics(run, n=settings.bootstrap, seed=settings.seed)
 tables["splits"].round(3)
 

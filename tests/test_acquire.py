@@ -134,7 +134,7 @@ def server(archives):
 def no_local(monkeypatch):
     """Hide the shared data and BLOODLIB_DATA, so that ``auto`` goes on to the cache and downloads."""
     monkeypatch.delenv(config.ENV_DATA, raising=False)
-    monkeypatch.setattr(acquire, "local_candidates", lambda: [])
+    monkeypatch.setattr(acquire, "local_candidates", lambda name="bccd": [])
 
 
 def fake_kagglehub(monkeypatch, result) -> list[str]:

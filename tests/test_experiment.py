@@ -34,7 +34,7 @@ def _prepared(data, tmp_path, **overrides) -> datasets.Prepared:
 def test_model_runs_are_saved_and_compared(tmp_path):
     data = synthetic_set()
     prepared = _prepared(data, tmp_path, epochs=1, folds=2, image_size=32, bootstrap=50)
-    runs = {name: experiment.run_model(prepared, name, pretrained=False, progress=False)
+    runs = {name: experiment.run_model(prepared, name, pretrained="scratch", progress=False)
             for name in ("resnet18", "efficientnet_b0")}
     run = runs["resnet18"]
     for name in ("metrics.json", "predictions.csv", "history.csv", "best.pt", "split-02/best.pt"):
@@ -87,7 +87,7 @@ def test_holdout_run_reports_validation_beside_every_test_set(tmp_path):
     simple = data.indices("test")[:6]
     data.rows.loc[simple, "split"] = "test_simple"  # a further test set, as TEST_SIMPLE of kaggle-augmented
     prepared = _prepared(data, tmp_path, epochs=1, folds=2, image_size=32, bootstrap=50)
-    run = experiment.run_model(prepared, "resnet18", pretrained=False, progress=False)
+    run = experiment.run_model(prepared, "resnet18", pretrained="scratch", progress=False)
     assert run.protocol == "holdout" and set(run.extra_evaluations) == {"test_simple"}
     assert (tmp_path / "extra" / "test_simple" / "resnet18" / "metrics.json").is_file()
     table = experiment.test_sets_table(run, n=50)
@@ -102,7 +102,7 @@ def test_further_test_sets_are_compared_apart(tmp_path):
     data.rows.loc[data.indices("test")[:6], "split"] = "test_simple"
     prepared = _prepared(data, tmp_path, epochs=1, folds=2, image_size=32, bootstrap=50)
     for name in ("resnet18", "efficientnet_b0"):
-        experiment.run_model(prepared, name, pretrained=False, progress=False)
+        experiment.run_model(prepared, name, pretrained="scratch", progress=False)
     further = comparison.further_test_sets(tmp_path, n=50)
     assert list(further) == ["test_simple"]
     assert set(further["test_simple"].table["n_test"]) == {6}
@@ -118,7 +118,7 @@ def test_the_registry_recipe_applies_and_the_caller_wins(tmp_path, monkeypatch):
     prepared = _prepared(synthetic_set(), tmp_path, epochs=1, folds=2, image_size=32)
     for overrides in ({}, {"lr": 1e-4}):
         with pytest.raises(ZeroDivisionError):
-            experiment.run_model(prepared, "efficientnet_b0", pretrained=False, progress=False, **overrides)
+            experiment.run_model(prepared, "efficientnet_b0", pretrained="scratch", progress=False, **overrides)
     assert seen == [3e-3, 1e-4]
 
 

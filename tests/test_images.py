@@ -122,7 +122,7 @@ def test_large_arrays_stream_from_disk_with_the_same_interface(bccd_root, bccd_m
     data = ImageSet(images=torch.from_numpy(cached), labels=labels, classes=classes,
                     rows=rows.assign(split=["train"] * 8 + ["val"] * 4))
     from bloodlib.models import create_model
-    model = create_model("resnet18", len(classes), pretrained=False)
+    model = create_model("resnet18", len(classes), pretrained="scratch")
     fit = train.fit(model, data, data.indices("train"), data.indices("val"), config.TrainConfig(epochs=1, batch_size=4),
                     device="cpu", progress=False)
     assert fit.best_epoch == 1

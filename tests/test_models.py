@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from bloodlib import models
+from bloodlib import checkpoints, models
 from bloodlib.models import PretrainedUnavailableError, create_model
 
 
@@ -42,7 +42,7 @@ def offline(monkeypatch, empty_weight_caches) -> list:
 @pytest.mark.parametrize("name", models.list_models())
 def test_each_model_builds_and_gives_logits(name):
     spec = models.get_spec(name)
-    model = create_model(name, num_classes=4, pretrained=False).eval()
+    model = create_model(name, num_classes=4, pretrained="scratch").eval()
     assert (model.model_name, model.pretrained_source, model.min_size) == (name, "scratch", spec.min_size)
     assert len(model.normalization["mean"]) == len(model.normalization["std"]) == 3
     with torch.no_grad():
@@ -53,7 +53,7 @@ def test_each_model_builds_and_gives_logits(name):
 def test_alexnet_runs_below_its_native_63_px_and_keeps_torchvision_weights_layout():
     from torchvision.models import alexnet
 
-    model = create_model("alexnet", 4, pretrained=False)
+    model = create_model("alexnet", 4, pretrained="scratch")
     assert model.enlarge(torch.zeros(1, 3, 48, 64)).shape[-2:] == (63, 84)  # short side to 63, shape kept
     assert model.enlarge(torch.zeros(1, 3, 80, 80)).shape[-2:] == (80, 80)  # large enough: untouched
     reference = alexnet(num_classes=4).state_dict()
@@ -80,9 +80,9 @@ def test_pretrained_auto_offline_warns_and_trains_from_scratch(offline):
     assert offline == []  # the local caches only: no download was even tried (and so none can hang)
 
 
-def test_pretrained_true_offline_raises_clearly(offline):
+def test_pretrained_imagenet_offline_raises_clearly(offline):
     with pytest.raises(PretrainedUnavailableError, match="'efficientnet_b0'.*not in the local cache.*cannot be reached"):
-        create_model("efficientnet_b0", 4, pretrained=True)
+        create_model("efficientnet_b0", 4, pretrained="imagenet")
 
 
 def test_real_network_probe_reports_the_host_unreachable_here(empty_weight_caches):
@@ -91,7 +91,7 @@ def test_real_network_probe_reports_the_host_unreachable_here(empty_weight_cache
     if models._host_answers(models.REGISTRY["resnet18"].weights_host):
         pytest.skip("huggingface.co answers: this machine is online, weights would really be downloaded")
     with pytest.raises(PretrainedUnavailableError, match="huggingface.co cannot be reached"):
-        create_model("resnet18", 4, pretrained=True)
+        create_model("resnet18", 4, pretrained="imagenet")
 
 
 def test_probe_gives_up_on_a_hung_name_lookup(monkeypatch):
@@ -112,13 +112,13 @@ def test_probe_gives_up_on_a_hung_name_lookup(monkeypatch):
         release.set()
 
 
-def test_pretrained_false_never_looks_for_weights(monkeypatch):
+def test_pretrained_scratch_never_looks_for_weights(monkeypatch):
     def fail(*args):
-        raise AssertionError("pretrained=False looked for weights")
+        raise AssertionError("pretrained='scratch' looked for weights")
     monkeypatch.setattr(models, "_build_pretrained", fail)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert create_model("resnet18", 4, pretrained=False).pretrained_source == "scratch"
+        assert create_model("resnet18", 4, pretrained="scratch").pretrained_source == "scratch"
 
 
 def test_pretrained_from_local_cache_is_recorded(monkeypatch):
@@ -126,14 +126,78 @@ def test_pretrained_from_local_cache_is_recorded(monkeypatch):
     spec = models.REGISTRY["resnet18"]
     monkeypatch.setitem(models.REGISTRY, "resnet18", models.ModelSpec(
         lambda n, pretrained: spec.build(n, False), spec.min_size, spec.weights_host))
-    assert create_model("resnet18", 4, pretrained=True).pretrained_source == "imagenet"
+    model = create_model("resnet18", 4, pretrained="imagenet")
+    assert (model.pretrained_source, model.initial_weights) == ("imagenet", {"kind": "imagenet"})
 
 
 def test_bad_arguments_are_refused():
     with pytest.raises(ValueError, match="pretrained must be"):
         create_model("resnet18", 4, pretrained="yes")
+    for old in (True, False):  # the strings say what they do: "imagenet", "scratch"
+        with pytest.raises(ValueError, match="pretrained must be one of .*'scratch', 'imagenet', 'auto'"):
+            create_model("resnet18", 4, pretrained=old)
+    with pytest.raises(ValueError, match="named source such as 'pbc' is built by bloodlib.backbones.backbone"):
+        create_model("resnet18", 4, pretrained="pbc")
     with pytest.raises(ValueError, match="num_classes"):
         create_model("resnet18", 1)
+
+
+# ------------------------------------------------------------------------------- from a checkpoint
+
+def _checkpoint(path, name="resnet18", classes=8, image_size=(32, 32), weights=True):
+    """A best.pt as this study writes it: a model trained (here: just built) on another dataset's classes."""
+    torch.manual_seed(1)
+    source = create_model(name, classes, pretrained="scratch")
+    metadata = dict(model=name, classes=[f"c{k}" for k in range(classes)], image_size=list(image_size), mode="crop",
+                    dataset="pbc", data_checksum="ab" * 32, normalization={"mean": [0.5] * 3, "std": [0.2] * 3},
+                    train_config={"epochs": 3, "lr": 1e-3}, backbone="0123456789abcdef",
+                    test_metrics={"images": 10, "accuracy": 0.9, "macro_f1": 0.8})
+    checkpoints.save_checkpoint(path, source if weights else None, metadata, kind="best" if weights else "last")
+    return source
+
+
+@pytest.mark.parametrize("name, head", [("resnet18", "fc"), ("alexnet", "classifier.6")])
+def test_checkpoint_backbone_is_loaded_under_a_new_head(tmp_path, name, head):
+    """timm's models (reset_classifier) and the AlexNet wrapper (its own head): backbone kept, head new."""
+    source = _checkpoint(tmp_path / "best.pt", name, classes=8, image_size=(64, 64))
+    model = create_model(name, 4, pretrained=tmp_path / "best.pt", image_size=64)
+    kept, new = source.state_dict(), model.state_dict()
+    backbone = [k for k in kept if not k.startswith(head + ".")]
+    assert all(torch.equal(kept[k], new[k]) for k in backbone)
+    assert new[f"{head}.weight"].shape == (4, kept[f"{head}.weight"].shape[1])  # 4 classes now, same features
+    assert model.get_classifier() is dict(model.named_modules())[head]
+    assert model.normalization == {"mean": [0.5] * 3, "std": [0.2] * 3}  # what the backbone learnt with
+    assert model.pretrained_source == "pretrained on pbc"
+    record = model.initial_weights
+    assert record["kind"] == "checkpoint" and record["path"] == str((tmp_path / "best.pt").resolve())
+    assert (record["dataset"], record["data_checksum"], record["model"], record["image_size"], record["mode"]) == (
+        "pbc", "ab" * 32, name, [64, 64], "crop")
+    assert record["recipe"] == {"epochs": 3, "lr": 1e-3} and record["test_metrics"]["accuracy"] == 0.9
+    with torch.no_grad():
+        assert model.eval()(torch.zeros(2, 3, 64, 64)).shape == (2, 4)
+
+
+def test_a_checkpoint_path_may_be_a_string(tmp_path):
+    _checkpoint(tmp_path / "best.pt")
+    assert create_model("resnet18", 4, pretrained=str(tmp_path / "best.pt"), image_size=32).pretrained_source == \
+        "pretrained on pbc"
+
+
+def test_checkpoints_that_cannot_start_this_model_are_refused(tmp_path):
+    path = tmp_path / "best.pt"
+    _checkpoint(path, "resnet18", image_size=(32, 32))
+    with pytest.raises(checkpoints.CheckpointError,
+                       match=f"{path} was made for model 'resnet18', expected 'efficientnet_b0'"):
+        create_model("efficientnet_b0", 4, pretrained=path, image_size=32)
+    with pytest.raises(checkpoints.CheckpointError, match=r"was made for image_size \[32, 32\], expected \[48, 48\]"):
+        create_model("resnet18", 4, pretrained=path, image_size=48)
+    with pytest.raises(ValueError, match="pass image_size"):
+        create_model("resnet18", 4, pretrained=path)
+    _checkpoint(tmp_path / "last.pt", weights=False)  # a finished run's record
+    with pytest.raises(checkpoints.CheckpointError, match="last.pt holds no weights"):
+        create_model("resnet18", 4, pretrained=tmp_path / "last.pt", image_size=32)
+    with pytest.raises(FileNotFoundError, match="missing.pt does not exist"):
+        create_model("resnet18", 4, pretrained=tmp_path / "missing.pt", image_size=32)
 
 
 def test_count_parameters_and_flops():
@@ -144,5 +208,5 @@ def test_count_parameters_and_flops():
     # a multiply-add counts 2: conv 2*8*27 per output pixel * 256 pixels, linear 2*2048*4
     assert models.count_flops(model.train(), 16) == 2 * 8 * 27 * 256 + 2 * 2048 * 4
     assert model.training  # mode restored
-    resnet = create_model("resnet18", 1000, pretrained=False)
+    resnet = create_model("resnet18", 1000, pretrained="scratch")
     assert 3.5e9 < models.count_flops(resnet, 224) < 3.7e9  # the usual 1.8 GMACs of ResNet-18

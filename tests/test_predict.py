@@ -25,7 +25,7 @@ def checkpoint(tmp_path_factory) -> Path:
     """A resnet18 trained a few steps on 16 x 21 'full' images (the 4:3 shape of a smear)."""
     data = toy_imageset((8, 8, 8, 8), size=(16, 21))
     config.seed_everything(0)
-    model = models.create_model("resnet18", 4, pretrained=False)
+    model = models.create_model("resnet18", 4, pretrained="scratch")
     out = tmp_path_factory.mktemp("run")
     fit(model, data, data.indices("train"), data.indices("val"), TrainConfig(epochs=1, batch_size=8),
         out_dir=out, metadata={"mode": "full"}, device="cpu", progress=False)

@@ -123,7 +123,7 @@ def test_run_record(study_run):
     run_dir, _ = study_run
     record = json.loads((run_dir / "run_record.json").read_text())
     assert record["status"] == "complete" and record["profile"] == "smoke" and record["run_id"] == run_dir.name
-    assert set(record["git"]) == {"commit", "short", "dirty"}
+    assert set(record["git"]) == {"commit", "short", "dirty", "changes"}  # changes: what a resume compares
     assert {"python", "torch", "timm", "numpy", "pandas", "scikit-learn", "papermill", "nbconvert"} <= set(record["versions"])
     assert record["device"]["device"] in ("cpu", "cuda", "mps")
     assert record["data"]["checksum"] == "c0ffee" * 10 + "beef"

@@ -89,7 +89,7 @@ def test_the_manifest_records_the_folds_the_models_were_tested_on(tmp_path):
     manifest = datasets.manifest(prepared)
     assert {"test_fold_r1", "test_fold_r2"} <= set(manifest.columns)
 
-    experiment.run_model(prepared, "resnet18", pretrained=False, progress=False)
+    experiment.run_model(prepared, "resnet18", pretrained="scratch", progress=False)
     tested = evaluate.load_evaluation(tmp_path / "models" / "resnet18")
     predicted = pd.DataFrame({"id": tested.ids, "repeat": tested.repeat, "fold": tested.fold})
     for repeat in (0, 1):

@@ -39,7 +39,7 @@ def data():
 
 def _model(name="tiny", seed=0):
     config.seed_everything(seed)
-    return models.create_model(name, 4, pretrained=False)
+    return models.create_model(name, 4, pretrained="scratch")
 
 
 def _fit(data, cfg=None, **kwargs):

@@ -9,12 +9,14 @@ import argparse
 import sys
 from typing import Callable, Sequence
 
-from . import predict, runner
+from . import crossdataset, predict, published, runner
 
 # name -> (add_arguments, main, one-line help)
 SUBCOMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], object], Callable[[argparse.Namespace], int], str]] = {
     "predict": (predict.add_arguments, predict.main, "classify images with a trained checkpoint"),
+    "evaluate": (crossdataset.add_arguments, crossdataset.main, "score a trained checkpoint on another labelled dataset"),
     "run": (runner.add_arguments, runner.main, "run the numbered notebooks and publish report/"),
+    "stage": (published.add_arguments, published.main, "git-add the published report (make publish)"),
 }
 
 

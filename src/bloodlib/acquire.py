@@ -6,11 +6,16 @@ The datasets ``bccd`` and ``kaggle-augmented`` read parts of one *data root* ``R
     R/BCCD_Dataset/BCCD/{JPEGImages, Annotations, ImageSets}              bccd: WBC boxes (needed by crop mode)
     R/dataset2-master/images/{TRAIN,TEST,TEST_SIMPLE}/<4 classes>/*.jpeg  kaggle-augmented (Kaggle only)
 
+The dataset ``pbc`` (the PBC atlas, Acevedo et al. 2020) has a data root of its own, ``P``::
+
+    P/PBC_dataset_normal_DIB/<8 classes>/*.jpg                              pbc: one folder per class
+
 :func:`find_data` tries, in order (unless ``source`` names one): a local folder (``data_dir``, the
-``BLOODLIB_DATA`` environment variable, or ``../shared/data/bccd`` beside the checkout), the project's
-cache (``config.cache_dir()/"bccd"``), Kaggle through ``kagglehub``, and the public GitHub archives.
-Downloads are assembled into the cache in the same layout, each part renamed into place only after it
-verifies, so a second call finds the cache and does no network and no copying. A user's own data
+``BLOODLIB_DATA`` environment variable (pbc: ``BLOODLIB_PBC``), or ``../shared/data/bccd`` (pbc:
+``../shared/data/pbc``) beside the checkout), the project's cache (``config.cache_dir()/"bccd"``, pbc:
+``.../"pbc"``), the publisher (Kaggle through ``kagglehub``; pbc: the Mendeley Data record), and the public
+GitHub archives. Downloads are assembled into the cache in the same layout, each part renamed into place only
+after it verifies, so a second call finds the cache and does no network and no copying. A user's own data
 (``folder:/path``, ``csv:/path/list.csv``) is read where it is (:func:`own_root`), never copied. For every
 dataset :func:`dataset_files` lists the files a run reads and :func:`data_manifest` fingerprints them
 (path, bytes, sha256).
@@ -37,12 +42,22 @@ from . import config, fileio
 log = logging.getLogger(__name__)
 
 KAGGLE_HANDLE = "paultimothymooney/blood-cells"
-# The public GitHub copies: images + labels (cosmicad) and the VOC files holding the WBC boxes (BCCD_Dataset).
+PBC_FOLDER = "PBC_dataset_normal_DIB"
+ENV_PBC = "BLOODLIB_PBC"  # names a folder holding PBC_dataset_normal_DIB/ ($BLOODLIB_DATA names the Kaggle layout)
+# The public GitHub copies: images + labels (cosmicad), the VOC files holding the WBC boxes (BCCD_Dataset), and a
+# repository holding the PBC folder as published (the archive of its default branch).
 GITHUB_URLS: dict[str, str] = {
     "dataset-master": "https://github.com/cosmicad/dataset/archive/refs/heads/master.zip",
     "BCCD_Dataset": "https://github.com/Shenggan/BCCD_Dataset/archive/refs/heads/master.zip",
+    PBC_FOLDER: "https://github.com/AuralinACC/Blood-Cell-Classification/archive/HEAD.zip",
 }
-SOURCES = ("auto", "local", "cache", "kaggle", "github")
+# PBC's publisher (Acevedo et al., Data in Brief 30 (2020) 105474; CC BY 4.0): the Mendeley Data record
+# doi:10.17632/snkd93bnjr.1 holds one file, PBC_dataset_normal_DIB.zip, public at this download URL (its file id).
+MENDELEY_URLS: dict[str, str] = {
+    PBC_FOLDER: "https://data.mendeley.com/public-files/datasets/snkd93bnjr/files/"
+                "2fc38728-2ae7-4a62-a857-032af82334c3/file_downloaded",
+}
+SOURCES = ("auto", "local", "cache", "kaggle", "mendeley", "github")
 SOURCES_FILE = "SOURCES.json"  # written into the cache only: where each part came from
 
 _CLASSES4 = ("EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL")
@@ -51,6 +66,10 @@ _DATASET2_COUNTS = {
     "TEST": (623, 620, 620, 624),
     "TEST_SIMPLE": (13, 6, 4, 48),
 }
+# The published PBC: images per class folder (17,092), whatever their size (360x363 as published, halved in the
+# shared copy). Hidden files are not counted: neutrophil/ also holds .DS_169665.jpg, a renamed .DS_Store.
+PBC_COUNTS = {"basophil": 1218, "eosinophil": 3117, "erythroblast": 1551, "ig": 2895, "lymphocyte": 1214,
+              "monocyte": 1420, "neutrophil": 3329, "platelet": 2348}
 
 # The known layout: subset -> {relative path: (glob, count)}; (None, None) marks a file that must exist.
 EXPECTED: dict[str, dict[str, tuple[str | None, int | None]]] = {
@@ -67,16 +86,21 @@ EXPECTED: dict[str, dict[str, tuple[str | None, int | None]]] = {
         for split, counts in _DATASET2_COUNTS.items()
         for cls, n in zip(_CLASSES4, counts)
     },
+    PBC_FOLDER: {cls: ("*.jpg", n) for cls, n in PBC_COUNTS.items()},
 }
 # Counted for the summary when present, never required (dataset-master's VOC files hold RBC boxes only).
 _OPTIONAL_COUNTS = {"dataset-master/Annotations": "*.xml"}
-# The parts of the data root each Kaggle-layout dataset reads: (required, read when present). Crop mode on
-# bccd requires BCCD_Dataset too (its WBC boxes); the other datasets find the WBC by its stain.
+# The parts of its data root each dataset reads: (required, read when present). Crop mode on bccd requires
+# BCCD_Dataset too (its WBC boxes); the other datasets find the WBC by its stain.
 PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "bccd": (("dataset-master",), ("BCCD_Dataset",)),
     "kaggle-augmented": (("dataset2-master",), ()),
+    "pbc": ((PBC_FOLDER,), ()),
 }
 KAGGLE_PARTS = ("dataset-master", "dataset2-master")  # what the Kaggle download holds
+# Each dataset's data root: the variable naming a local one, and its folder in ../shared/data and in the cache.
+HOMES: dict[str, tuple[str, str]] = {"bccd": (config.ENV_DATA, "bccd"), "kaggle-augmented": (config.ENV_DATA, "bccd"),
+                                     "pbc": (ENV_PBC, "pbc")}
 
 
 class DataLayoutError(ValueError):
@@ -159,7 +183,8 @@ def verify_layout(root: str | os.PathLike, *, dataset: str = "bccd", require_box
     """Check what a run on ``dataset`` reads in ``root`` and return its file counts.
 
     ``bccd``: ``dataset-master``, and ``BCCD_Dataset`` when present (required with ``require_boxes``);
-    ``kaggle-augmented``: ``dataset2-master``; both against :data:`EXPECTED`, ``strict_counts=False`` only
+    ``kaggle-augmented``: ``dataset2-master``; ``pbc``: ``PBC_dataset_normal_DIB`` with its 8 class folders
+    (:data:`PBC_COUNTS`; a missing one is named); all against :data:`EXPECTED`, ``strict_counts=False`` only
     asking for non-empty folders (synthetic test data). ``folder:``/``csv:``: ``root`` must be
     :func:`own_root`'s; the counts are files per class folder, or the list's rows per label and how many
     listed files exist. Raises :class:`DataLayoutError` listing every problem. Reads only.
@@ -202,7 +227,7 @@ def download(url: str, dest: str | os.PathLike, *, expected_sha256: str | None =
     :class:`DownloadError` names the URL and the problem.
     """
     import requests
-    from tqdm.auto import tqdm
+    from .progress import progress_bar
 
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -218,8 +243,8 @@ def download(url: str, dest: str | os.PathLike, *, expected_sha256: str | None =
                 raise DownloadError(f"{url}: HTTP {resp.status_code} {resp.reason}")
             length = resp.headers.get("Content-Length")
             announced = int(length) if length and length.isdigit() else None
-            with tqdm(total=announced, unit="B", unit_scale=True, desc=dest.name,
-                      disable=not progress, leave=False) as bar:
+            with progress_bar(total=announced, unit="B", unit_scale=True, desc=dest.name,
+                              disable=not progress, leave=False) as bar:
                 for chunk in resp.iter_content(chunk_size=1 << 16):
                     out.write(chunk)
                     digest.update(chunk)
@@ -298,12 +323,12 @@ def safe_extract(archive: str | os.PathLike, target: str | os.PathLike) -> Path:
 
 
 # ------------------------------------------------------------------------------------------- sources
-def local_candidates() -> list[Path]:
-    """Local data folders tried in ``auto`` mode: ``../shared/data/bccd`` beside the checkout."""
+def local_candidates(name: str = "bccd") -> list[Path]:
+    """Local data folders tried in ``auto`` mode: ``../shared/data/<name>`` beside the checkout (:data:`HOMES`)."""
     checkouts = [config.project_root(), Path(__file__).resolve().parents[2]]
     found: list[Path] = []
     for repo in checkouts:
-        cand = repo.parent / "shared" / "data" / "bccd"
+        cand = repo.parent / "shared" / "data" / name
         if (repo / "pyproject.toml").is_file() and cand.is_dir() and cand not in found:
             found.append(cand)
     return found
@@ -332,11 +357,17 @@ def _is_dataset2(d: Path) -> bool:
     return (d / "images" / "TRAIN").is_dir()
 
 
+def _is_pbc(d: Path) -> bool:
+    """The PBC folder, by its name or its class folders (never macOS's ``__MACOSX`` shadow of it)."""
+    return "__MACOSX" not in d.parts and (d.name == PBC_FOLDER or all((d / c).is_dir() for c in PBC_COUNTS))
+
+
 # How each part is recognised inside a download, however deep it is nested: (test, what the test looks for).
 _FINDERS: dict[str, tuple[Callable[[Path], bool], str]] = {
     "dataset-master": (_is_dataset_master, "a folder holding labels.csv and JPEGImages/"),
     "BCCD_Dataset": (_is_bccd_repo, "a folder holding BCCD/Annotations/"),
     "dataset2-master": (_is_dataset2, "a folder holding images/TRAIN/"),
+    PBC_FOLDER: (_is_pbc, f"a folder {PBC_FOLDER}/ of class folders ({', '.join(PBC_COUNTS)})"),
 }
 
 
@@ -399,8 +430,8 @@ def _from_kaggle(cache: Path, wanted: tuple[str, ...], strict_counts: bool, hand
             log.warning("%s from Kaggle skipped: %s", subset, exc)  # this run does not read it
 
 
-def _from_github(subset: str, url: str, cache: Path, strict_counts: bool, progress: bool) -> None:
-    """One GitHub archive: download, extract safely, normalise to the Kaggle layout, install."""
+def _from_archive(subset: str, url: str, cache: Path, strict_counts: bool, progress: bool) -> None:
+    """One zip archive (GitHub, Mendeley Data): download, extract safely, normalise to the layout, install."""
     with tempfile.TemporaryDirectory(dir=cache, prefix=".tmp-") as work_name:
         work = Path(work_name)
         archive = download(url, work / f"{subset}.archive", progress=progress)
@@ -443,6 +474,8 @@ def _own_data(dataset: str) -> tuple[Path, list[Path], dict[str, int]]:
     from . import folders  # lazy: it pulls in the image stack (torchvision)
 
     kind, path = folders.parse_dataset(dataset)
+    if kind in PARTS:
+        raise ValueError(f"{dataset!r} is not a user's own folder or list: find_data finds its data")
     if kind == "folder":
         folder = Path(path).resolve()
         listed = folders.folder_files(folder)  # names the folder when it is missing or holds no class folder
@@ -468,63 +501,78 @@ def own_root(dataset: str) -> Path:
 
 def find_data(data_dir: str | os.PathLike | None = None, *, dataset: str = "bccd", source: str = "auto",
               cache: str | os.PathLike | None = None, require_boxes: bool = False,
-              quiet: bool = False, strict_counts: bool = True,
-              urls: Mapping[str, str] | None = None, kaggle_handle: str = KAGGLE_HANDLE) -> Path:
+              quiet: bool = False, strict_counts: bool = True, urls: Mapping[str, str] | None = None,
+              mendeley_urls: Mapping[str, str] | None = None, kaggle_handle: str = KAGGLE_HANDLE) -> Path:
     """Return a data root holding the parts ``dataset`` reads (:data:`PARTS`), verified, downloading into
     the cache only when nothing usable exists.
 
-    ``dataset`` is ``"bccd"`` or ``"kaggle-augmented"`` (a user's own folder or list: :func:`own_root`);
-    ``source`` is one of :data:`SOURCES`. A folder the user names (``data_dir`` or ``BLOODLIB_DATA``) is used
-    as it is or refused with :class:`DataLayoutError`, never replaced by a download. Kaggle and GitHub
-    downloads land in ``cache`` (default ``config.cache_dir()/"bccd"``); the WBC boxes of bccd come from
-    GitHub whichever source gives the images, since Kaggle lacks them; dataset2-master is only on Kaggle.
-    ``urls`` overrides :data:`GITHUB_URLS` (tests point it at 127.0.0.1); ``strict_counts=False`` accepts
-    any non-empty folders (tiny synthetic archives).
+    ``dataset`` is ``"bccd"``, ``"kaggle-augmented"`` or ``"pbc"`` (a user's own folder or list:
+    :func:`own_root`); ``source`` is one of :data:`SOURCES`. A folder the user names (``data_dir``, else the
+    variable of :data:`HOMES`: ``BLOODLIB_DATA``, for pbc ``BLOODLIB_PBC``) is used as it is or refused with
+    :class:`DataLayoutError`, never replaced by a download. Downloads land in ``cache`` (default
+    ``config.cache_dir()/"bccd"``, for pbc ``.../"pbc"``): the publisher first (Kaggle; for pbc Mendeley Data),
+    then GitHub, which also gives what no publisher has whichever source is named (the WBC boxes of bccd);
+    dataset2-master is only on Kaggle. ``urls`` overrides :data:`GITHUB_URLS`, ``mendeley_urls``
+    :data:`MENDELEY_URLS` (tests point them at 127.0.0.1); ``strict_counts=False`` accepts any non-empty
+    folders (tiny synthetic archives). Any image size passes: only folders and file counts are checked.
     """
     if source not in SOURCES:
         raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
     kind = _kind(dataset)
     if kind not in PARTS:
-        raise ValueError(f"find_data finds the datasets {sorted(PARTS)} of the Kaggle layout; {dataset!r} is "
-                         f"a user's own data, read where it is (own_root)")
+        raise ValueError(f"find_data finds the datasets {sorted(PARTS)}; {dataset!r} is a user's own data, read "
+                         f"where it is (own_root)")
     required, optional = _parts(kind, require_boxes)
     check = dict(dataset=kind, require_boxes=require_boxes, strict_counts=strict_counts)
     say = log.info if quiet else log.warning  # fall-through reasons
     urls = {**GITHUB_URLS, **(urls or {})}
+    mendeley_urls = {**MENDELEY_URLS, **(mendeley_urls or {})}
+    env, home = HOMES[kind]
 
     # 1. a folder the user named: use it as it is, or stop
     if data_dir is not None and source not in ("auto", "local"):
         raise ValueError(f"data_dir names a local folder; source={source!r} downloads: pass one of them")
     named = data_dir
     if named is None and source in ("auto", "local"):
-        named = os.environ.get(config.ENV_DATA) or None
+        named = os.environ.get(env) or None
     if named is not None:
         return _checked(Path(named).expanduser(), check, say, urls)
 
     # 2. a local copy beside the checkout
     if source in ("auto", "local"):
         tried = []
-        for cand in local_candidates():
+        for cand in local_candidates(home):
             try:
                 return _checked(cand, check, say, urls)
             except DataLayoutError as exc:
                 tried.append(str(exc))
                 say("local data %s not usable: %s", cand, exc)
         if source == "local":
-            raise DataLayoutError(f"no local data folder: set {config.ENV_DATA} or pass data_dir"
+            raise DataLayoutError(f"no local data folder: set {env} or pass data_dir"
                                   + ("; tried:\n" + "\n".join(tried) if tried else ""))
 
     # 3. the cache: a part that is there was verified on the way in, so return at once
-    cache = Path(cache).expanduser() if cache is not None else config.cache_dir() / "bccd"
+    cache = Path(cache).expanduser() if cache is not None else config.cache_dir() / home
     if all((cache / part).is_dir() for part in required) or source == "cache":
         # a damaged cache says so instead of being overwritten
         return _checked(cache, check, say, urls)
 
-    # 4./5. downloads into the cache, part by part
+    # 4./5. downloads into the cache, part by part: the publisher, then GitHub
+    offers = {"kaggle": KAGGLE_PARTS, "mendeley": tuple(mendeley_urls), "github": tuple(urls)}
+
+    def tries(origin: str, part: str) -> bool:
+        """Whether this call fetches ``part`` from ``origin``: any origin with auto, else the one named; GitHub
+        also gives what no publisher has (the WBC boxes, with source="kaggle")."""
+        published = any(part in offers[o] for o in ("kaggle", "mendeley"))
+        return part in offers[origin] and (source in ("auto", origin) or origin == "github" and not published)
+
+    def wanted(origin: str) -> list[str]:
+        return [part for part in required + optional if tries(origin, part) and not (cache / part).is_dir()]
+
     cache.mkdir(parents=True, exist_ok=True)
     failures: list[str] = []
-    from_kaggle = tuple(part for part in required if part in KAGGLE_PARTS and not (cache / part).is_dir())
-    if from_kaggle and source in ("auto", "kaggle"):
+    from_kaggle = tuple(part for part in wanted("kaggle") if part in required)
+    if from_kaggle:
         try:
             _from_kaggle(cache, from_kaggle, strict_counts, kaggle_handle)
         except (DownloadError, DataLayoutError, OSError) as exc:
@@ -532,20 +580,20 @@ def find_data(data_dir: str | os.PathLike | None = None, *, dataset: str = "bccd
             if source == "kaggle":
                 raise DownloadError(f"could not get the data from Kaggle into {cache}: {exc}") from exc
             say("Kaggle not usable, trying GitHub: %s", exc)
-    # whatever Kaggle did not give and GitHub has (with source="kaggle" that is the WBC boxes only)
-    for subset in required + optional:
-        if (cache / subset).is_dir() or subset not in urls:
-            continue
-        try:
-            _from_github(subset, urls[subset], cache, strict_counts, progress=not quiet)
-        except (DownloadError, DataLayoutError, OSError) as exc:
-            failures.append(str(exc))
-            say("GitHub copy of %s not usable: %s", subset, exc)
+    for origin, table in (("mendeley", mendeley_urls), ("github", urls)):
+        for subset in wanted(origin):
+            try:
+                _from_archive(subset, table[subset], cache, strict_counts, progress=not quiet)
+            except (DownloadError, DataLayoutError, OSError) as exc:
+                failures.append(str(exc))
+                say("%s copy of %s not usable: %s", origin, subset, exc)
 
     missing = [part for part in required if not (cache / part).is_dir()]
     if missing:
-        failures += [f"{part}: only the Kaggle download {kaggle_handle} has it, and source={source!r} does not "
-                     f"try Kaggle" for part in missing if part not in urls and source == "github"]
+        names = {"kaggle": f"the Kaggle download {kaggle_handle}", "mendeley": "Mendeley Data", "github": "GitHub"}
+        failures += [f"{part}: only {' or '.join(names[o] for o in offers if part in offers[o])} has it, and "
+                     f"source={source!r} does not try it"
+                     for part in missing if not any(tries(o, part) for o in offers)]
         raise DownloadError(f"could not assemble {', '.join(missing)} in {cache} (source={source!r}):\n  "
                             + "\n  ".join(failures or ["nothing was tried"]))
     return _checked(cache, check, say, urls)
@@ -570,15 +618,26 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def dataset_files(dataset: str, root: str | os.PathLike) -> list[str]:
+def dataset_files(dataset: str, root: str | os.PathLike, *, max_images: int | None = None,
+                  seed: int = 0) -> list[str]:
     """Every file a run on ``dataset`` reads, as posix paths relative to ``root`` (what :func:`find_data` or
     :func:`own_root` gave), in name order.
 
     bccd and kaggle-augmented: every file of their :data:`PARTS` present in ``root`` (hidden files ignored);
+    pbc: every file under its class folders, hidden ones too (the cleaning reads and reports them), or the
+    subset of ``max_images`` a smoke run cleans (:func:`bloodlib.folders.subset_files`, ``seed``);
     ``folder:``: every file under its class folders; ``csv:``: the CSV and each listed file that exists.
     """
     root = Path(root).resolve()
     kind = _kind(dataset)
+    if max_images is not None and kind != "pbc":
+        raise ValueError(f"max_images takes a subset of pbc, not of {dataset!r}")
+    if kind == "pbc":
+        from . import folders  # lazy: it pulls in the image stack (torchvision)
+
+        listed = folders.folder_files(root / PBC_FOLDER)
+        listed = folders.subset_files(listed, max_images, seed, str(root / PBC_FOLDER))
+        return sorted(f"{PBC_FOLDER}/{file}" for file in listed["file"])
     if kind not in PARTS:
         files = _own_data(dataset)[1]
         outside = [f for f in files if not f.is_relative_to(root)]

@@ -113,7 +113,7 @@ def load_checkpoint(path: str | os.PathLike, *, model_name: str | None = None, c
 
 
 def load_model(path: str | os.PathLike, *, device: torch.device | str | None = None, **expect) -> nn.Module:
-    """The model of a checkpoint, built with ``create_model(pretrained=False)``, in eval mode.
+    """The model of a checkpoint, built with ``create_model(pretrained="scratch")``, in eval mode.
 
     ``expect`` (model_name, classes, image_size) refuses checkpoints made for something else. The metadata
     is kept on the model as ``model.checkpoint_metadata``.
@@ -121,12 +121,13 @@ def load_model(path: str | os.PathLike, *, device: torch.device | str | None = N
     state_dict, metadata = load_checkpoint(path, **expect)
     if "model" not in metadata or "classes" not in metadata:
         raise CheckpointError(f"{path} does not say which model and classes it holds")
-    model = create_model(metadata["model"], len(metadata["classes"]), pretrained=False)
+    model = create_model(metadata["model"], len(metadata["classes"]), pretrained="scratch")
     try:
         model.load_state_dict(state_dict)
     except RuntimeError as error:
         raise CheckpointError(f"{path}: its weights do not fit {metadata['model']!r}: {error}") from None
     model.pretrained_source = metadata.get("pretrained_source", "scratch")
+    model.initial_weights = metadata.get("initial_weights", {"kind": model.pretrained_source})
     model.normalization = metadata.get("normalization", model.normalization)
     model.checkpoint_metadata = metadata
     return model.to(device or "cpu").eval()

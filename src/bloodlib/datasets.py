@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -77,12 +78,27 @@ class Prepared:
     protocol: str  # "cv" or "holdout" (splits.protocol)
 
 
+# The smoke profile cleans and trains on a seeded, stratified subset of PBC's 17,092 files (folders.subset_files,
+# seeded by the run's seed), taken from the listing before anything is read: every code path on real images in
+# seconds. Tied to the profile rather than a notebook parameter: the full profile always reads every file.
+SMOKE_SUBSETS: dict[str, int] = {"pbc": 400}
+
+
+def max_images(settings: "config.Settings") -> int | None:
+    """How many files of its dataset a run reads (a subset, :data:`SMOKE_SUBSETS`), None for all of them."""
+    from . import folders
+
+    kind, _ = folders.parse_dataset(settings.dataset)
+    return SMOKE_SUBSETS.get(kind) if settings.profile == "smoke" else None
+
+
 def prepare(settings: "config.Settings", *, params: cleaning.CleaningParams | None = None,
             progress: bool = True) -> Prepared:
     """Find the data, clean it, load the decoded images of the kept rows (cached) and split them.
 
     ``settings.dataset`` picks the data: ``"bccd"`` (the smears and labels.csv), ``"kaggle-augmented"``
-    (dataset2-master), ``"folder:/path"`` or ``"csv:/path/list.csv"`` (see :mod:`bloodlib.folders`).
+    (dataset2-master), ``"pbc"`` (the PBC atlas; with the smoke profile a subset, :func:`max_images`),
+    ``"folder:/path"`` or ``"csv:/path/list.csv"`` (see :mod:`bloodlib.folders`).
     Deterministic for a given data folder and seed: every notebook calls this and gets the same manifest and
     the same splits (:func:`bloodlib.splits.plan`), so a notebook can also be run on its own. The kept rows
     record the splits: ``split`` (holdout: train, val, test, or a further test set) and, for
@@ -99,6 +115,9 @@ def prepare(settings: "config.Settings", *, params: cleaning.CleaningParams | No
     elif kind == "kaggle-augmented":
         root = locate(settings)  # verifies dataset2-master's layout
         result = folders.clean_kaggle_augmented(root, params, progress=progress)
+    elif kind == "pbc":
+        result, root = folders.clean_pbc(locate(settings), params, max_images=max_images(settings),
+                                         progress=progress)
     else:
         result, root = folders.clean_folder(Path(path), params, progress=progress)
     classes = sorted(result.kept["label"].unique())
@@ -169,8 +188,11 @@ def locate(settings: "config.Settings", source: str = "auto", *, require_boxes: 
     """The verified folder holding the data of ``settings.dataset``.
 
     bccd and kaggle-augmented: a data root in the Kaggle layout (a named folder used as it is; ``source`` may
-    force a download; crop mode on bccd needs the WBC boxes unless ``require_boxes`` says otherwise); a
-    ``folder:`` or ``csv:`` dataset: the folder holding its files, read where it is (no download, no data_dir).
+    force a download; crop mode on bccd needs the WBC boxes unless ``require_boxes`` says otherwise); pbc: a
+    folder holding ``PBC_dataset_normal_DIB/`` (named by ``data_dir`` or ``$BLOODLIB_PBC``; a ``data_dir`` that
+    only repeats ``$BLOODLIB_DATA``, the Kaggle-layout folder ``make`` exports for every run, is not taken for
+    one); a ``folder:`` or ``csv:`` dataset: the folder holding its files, read where it is (no download, no
+    data_dir).
     """
     from . import acquire, folders
 
@@ -181,19 +203,42 @@ def locate(settings: "config.Settings", source: str = "auto", *, require_boxes: 
                              f"read where it is: use source='auto'")
         return acquire.own_root(settings.dataset)
     named = settings.data_dir if source in ("auto", "local") else None
+    from_environment = os.environ.get(config.ENV_DATA)  # resolve() fills data_dir from it: BCCD's, not PBC's
+    if kind == "pbc" and named is not None and from_environment and named == Path(from_environment).expanduser():
+        named = None
     boxes = kind == "bccd" and settings.mode == "crop" if require_boxes is None else require_boxes
     return acquire.find_data(named, dataset=kind, source=source, require_boxes=boxes)
 
 
-def write_data_record(settings: "config.Settings", root: Path) -> dict:
-    """Fingerprint every file a run on ``settings.dataset`` reads in ``root`` (what :func:`locate` gave):
-    ``data/data_manifest.csv`` (path, bytes, sha256), summed up in ``data/data_record.json`` under
-    ``settings.output_dir``."""
+def data_files(settings: "config.Settings", root: Path) -> list[str]:
+    """Every file a run with ``settings`` reads in ``root`` (what :func:`locate` gave), as posix paths relative
+    to it: :func:`bloodlib.acquire.dataset_files`, for pbc with the smoke profile its subset (:func:`max_images`)."""
     from . import acquire
 
-    manifest = acquire.data_manifest(root, acquire.dataset_files(settings.dataset, root))
+    return acquire.dataset_files(settings.dataset, root, max_images=max_images(settings), seed=settings.seed)
+
+
+def data_checksum(settings: "config.Settings", root: Path | None = None) -> str:
+    """The checksum of every file a run with ``settings`` reads (the one its run record shows); ``root``: where
+    :func:`locate` finds the data, unless given."""
+    from . import acquire
+
+    root = locate(settings) if root is None else root
+    return acquire.manifest_checksum(acquire.data_manifest(root, data_files(settings, root)))
+
+
+def write_data_record(settings: "config.Settings", root: Path) -> dict:
+    """Fingerprint every file a run on ``settings.dataset`` reads in ``root`` (what :func:`locate` gave, the
+    files of :func:`data_files`): ``data/data_manifest.csv`` (path, bytes, sha256), summed up in
+    ``data/data_record.json`` under ``settings.output_dir``."""
+    from . import acquire
+
+    files = data_files(settings, root)
+    manifest = acquire.data_manifest(root, files)
     record = {
         "dataset": settings.dataset,
+        **({"subset": f"{len(files)} files: a seeded, stratified subset ({settings.profile} profile, "
+                      f"seed {settings.seed})"} if max_images(settings) is not None else {}),
         "root": str(Path(root).resolve()),
         "sources": acquire.read_sources(root, settings.dataset) or "local folder",
         "files": len(manifest),

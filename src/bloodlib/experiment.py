@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import checkpoints, config, evaluate, models, predict, splits, train
+from . import backbones, checkpoints, config, evaluate, models, predict, splits, train
 from .datasets import ImageSet, Prepared
 
 
@@ -36,7 +36,7 @@ class ModelRun:
     extra_evaluations: dict[str, evaluate.Evaluation] = dataclasses.field(default_factory=dict)
 
 
-def run_model(prepared: Prepared, model_name: str, *, pretrained: bool | str = "auto",
+def run_model(prepared: Prepared, model_name: str, *, pretrained: str | Path = "auto",
               out_dir: str | Path | None = None, progress: bool = True, resume: bool = False,
               **train_overrides) -> ModelRun:
     """Train and test ``model_name`` on every split of ``prepared.splits``; save predictions, metrics, histories.
@@ -44,15 +44,19 @@ def run_model(prepared: Prepared, model_name: str, *, pretrained: bool | str = "
     Writes ``out_dir/`` (default ``output_dir/models/<model_name>``): ``metrics.json`` and
     ``predictions.csv`` (every test prediction), ``history.csv``, ``split-*/best.pt`` and ``best.pt`` (the
     first split's model, for ``python -m bloodlib predict``). With ``resume`` an interrupted run continues where it stopped.
+    ``pretrained``: ``"scratch"``, ``"imagenet"``, ``"auto"``, a checkpoint path, or a named source (``"pbc"``:
+    this study's backbone trained on that dataset, built once and cached by :func:`bloodlib.backbones.backbone`).
     """
     settings, data = prepared.settings.for_model(model_name), prepared.data
     out_dir = Path(out_dir or settings.output_dir / "models" / model_name)
     cfg = dataclasses.replace(settings.train, **train_overrides)  # the layered recipe (config.resolve), then the caller
     how, planned = prepared.protocol, prepared.splits
+    initial = backbones.resolve_pretrained(pretrained, settings, model_name)  # before the seeds: it may train
     fits, probs, histories, first_model = [], [], [], None
     for i, split in enumerate(planned):
         config.seed_everything(settings.seed + i)  # the initial weights of each split, repeatable
-        model = models.create_model(model_name, num_classes=len(data.classes), pretrained=pretrained)
+        model = models.create_model(model_name, num_classes=len(data.classes), pretrained=initial,
+                                    image_size=data.image_size)
         split_dir = out_dir / f"split-{i + 1:02d}"
         metadata = dict(mode=settings.mode, crop_margin=settings.crop_margin, dataset=settings.dataset,
                         split=split.name, fold=split.fold, repeat=split.repeat)
@@ -86,6 +90,7 @@ def run_model(prepared: Prepared, model_name: str, *, pretrained: bool | str = "
                    mode=settings.mode, image_size=list(data.image_size), epochs=cfg.epochs,
                    batch_size=cfg.batch_size, device=fits[0].device, precision=fits[0].precision,
                    best_epochs=[f.best_epoch for f in fits], train_config=dataclasses.asdict(cfg),
+                   initial_weights=first_model.initial_weights,
                    validation={k: float(np.mean([f.best_val[k] for f in fits])) for k in ("accuracy", "macro_f1")},
                    train_images_per_second=float(np.mean([f.images_per_second for f in fits]))))
     evaluate.save_evaluation(evaluation, out_dir, n=settings.bootstrap, seed=settings.seed)

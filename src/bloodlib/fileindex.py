@@ -15,9 +15,9 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 from torchvision.datasets.folder import IMG_EXTENSIONS
-from tqdm.auto import tqdm
 
 from . import config, fileio, images
+from .progress import progress_bar
 
 INDEX_VERSION = 2  # bump when what index_files records changes
 COLUMNS = ["file", "bytes", "mtime_ns", "sha256", "width", "height", "status", "detail", "stain_box"]
@@ -79,8 +79,8 @@ def index_files(root: Path, files: list[str], *, cache: Path | bool | None = Non
     if todo:
         with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) + 2)) as pool:
             results = pool.map(lambda item: inspect_file(root / item[0]), todo)  # hashing and decoding free the GIL
-            for (file, size, mtime), result in tqdm(zip(todo, results), total=len(todo), desc="indexing files",
-                                                    disable=not progress, leave=False):
+            for (file, size, mtime), result in progress_bar(zip(todo, results), total=len(todo),
+                                                            desc="indexing files", disable=not progress, leave=False):
                 rows[file] = dict(file=file, bytes=size, mtime_ns=mtime, **result)
         if record is not None:
             merged = {**known, **rows}

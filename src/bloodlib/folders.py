@@ -6,6 +6,8 @@ so that every notebook runs unchanged on it; the ``dataset`` parameter picks one
 - ``"bccd"``: the 347 labelled smears (:func:`bloodlib.datasets.clean_bccd`);
 - ``"kaggle-augmented"``: ``dataset2-master/images/{TRAIN,TEST,TEST_SIMPLE}/<CLASS>/*.jpeg`` of the same
   Kaggle download (:func:`clean_kaggle_augmented`);
+- ``"pbc"``: the PBC atlas of normal peripheral blood cells, ``PBC_dataset_normal_DIB/<class>/*.jpg``
+  (Acevedo et al. 2020; 8 classes, its folder names as labels), cleaned as a folder (:func:`clean_pbc`);
 - ``"folder:/path"``: a torchvision ``ImageFolder`` tree ``root/<class>/**/<image>``; ``"csv:/path/list.csv"``:
   a CSV with columns ``path,label`` (:func:`clean_folder`).
 
@@ -34,7 +36,7 @@ import pandas as pd
 from . import fileindex, images, near_duplicates
 from .cleaning import Cleaning, CleaningParams, step_table
 
-KINDS = ("bccd", "kaggle-augmented", "folder", "csv")
+KINDS = ("bccd", "kaggle-augmented", "pbc", "folder", "csv")
 KAGGLE_IMAGES = "dataset2-master/images"
 KAGGLE_SUBSETS = {"TRAIN": "train", "TEST": "test", "TEST_SIMPLE": "test_simple"}  # folder -> split
 
@@ -55,15 +57,16 @@ COLUMNS = ["id", "file", "label", "raw_label", "kept", "reason", "split", "group
 # ------------------------------------------------------------------------------------------ the parameter
 
 def parse_dataset(spec: str) -> tuple[str, str | None]:
-    """``"bccd"`` | ``"kaggle-augmented"`` | ``"folder:/path"`` | ``"csv:/path/list.csv"`` -> (kind, path)."""
+    """``"bccd"`` | ``"kaggle-augmented"`` | ``"pbc"`` | ``"folder:/path"`` | ``"csv:/path/list.csv"`` ->
+    (kind, path)."""
     text = str(spec or "").strip()
     kind, sep, path = text.partition(":")
     kind = kind.strip().lower()
-    if not sep and kind in ("bccd", "kaggle-augmented"):
+    if not sep and kind in ("bccd", "kaggle-augmented", "pbc"):
         return kind, None
     if sep and kind in ("folder", "csv") and path.strip():
         return kind, str(Path(path.strip()).expanduser())
-    raise ValueError(f"unknown dataset {spec!r}: expected 'bccd', 'kaggle-augmented', 'folder:/path/to/root' "
+    raise ValueError(f"unknown dataset {spec!r}: expected 'bccd', 'kaggle-augmented', 'pbc', 'folder:/path/to/root' "
                      f"(one sub-folder per class) or 'csv:/path/to/list.csv' (columns path,label)")
 
 
@@ -157,13 +160,31 @@ def csv_files(path: Path) -> tuple[pd.DataFrame, Path]:
     return pd.DataFrame({"file": files, "raw_label": frame["label"].str.strip()}), root
 
 
+def subset_files(listed: pd.DataFrame, max_images: int | None, seed: int, source: str = "") -> pd.DataFrame:
+    """A seeded subset of ``max_images`` listed files, stratified by ``raw_label`` (sklearn's
+    ``train_test_split``), in listing order; every file when ``max_images`` is None or not smaller than the list.
+
+    Taken from the listing, before anything is read: a smoke run on a large folder indexes only its subset."""
+    from sklearn.model_selection import train_test_split
+
+    if max_images is None or max_images >= len(listed):
+        return listed
+    try:
+        chosen, _ = train_test_split(listed, train_size=max_images, stratify=listed["raw_label"], random_state=seed)
+    except ValueError as err:  # a class with one file, or fewer files than classes
+        raise ValueError(f"{source}: no stratified subset of {max_images} of its {len(listed)} files ({err})") from err
+    return chosen.sort_index()
+
+
 def clean_folder(spec_path: Path, params: CleaningParams = CleaningParams(), *, group_by: str = "content",
-                 cache: Path | bool | None = None, progress: bool = True) -> tuple[Cleaning, Path]:
+                 max_images: int | None = None, cache: Path | bool | None = None,
+                 progress: bool = True) -> tuple[Cleaning, Path]:
     """A folder-per-class tree or a CSV list as a :class:`Cleaning`, and the data root ``file`` is relative to.
 
     Each kept file's group is its content (byte-identical copies are one group), so that no copy straddles two
     splits (:func:`bloodlib.splits.plan`). ``group_by="similarity"`` groups augmented copies of one source too
     (:func:`bloodlib.near_duplicates.source_groups`, per class), for folders that already hold augmentations.
+    ``max_images``: clean only a subset of the listed files, seeded by ``params.seed`` (:func:`subset_files`).
     """
     if group_by not in ("content", "similarity"):
         raise ValueError(f"group_by must be 'content' or 'similarity', got {group_by!r}")
@@ -172,6 +193,7 @@ def clean_folder(spec_path: Path, params: CleaningParams = CleaningParams(), *, 
         listed, root = csv_files(spec_path)
     else:
         listed, root = folder_files(spec_path), spec_path.resolve()
+    listed = subset_files(listed, max_images, params.seed, str(spec_path)).reset_index(drop=True)
     listed["subset"] = ""
     listed["id"] = listed["file"]
     manifest, table = _clean(listed, root, params, source=str(spec_path), cache=cache, progress=progress)
@@ -185,6 +207,21 @@ def clean_folder(spec_path: Path, params: CleaningParams = CleaningParams(), *, 
     _check_classes(manifest.loc[rows], params, str(spec_path))
     return Cleaning(manifest=manifest[COLUMNS + [c for c in manifest.columns if c not in COLUMNS]],
                     table=table, params=params), root
+
+
+# -------------------------------------------------------------------------------------------------- PBC
+
+def clean_pbc(root: Path, params: CleaningParams = CleaningParams(), *, max_images: int | None = None,
+              cache: Path | bool | None = None, progress: bool = True) -> tuple[Cleaning, Path]:
+    """The PBC atlas under a data root (``root/PBC_dataset_normal_DIB/<class>/*.jpg``, what
+    :func:`bloodlib.acquire.find_data` gives) cleaned as a folder: :func:`clean_folder`'s steps, labels the
+    class folders' names. The published copy holds a renamed ``.DS_Store`` (``not_an_image``) and 17
+    byte-identical pairs, one under two classes (``conflicting_duplicate``), the rest within one (``duplicate``).
+    Returns the cleaning and the PBC folder, which ``file`` is relative to. PBC has no test set of its own: the
+    run holds one out (``folds=1``, ``config.DATASET_DEFAULTS``)."""
+    from .acquire import PBC_FOLDER
+
+    return clean_folder(Path(root) / PBC_FOLDER, params, max_images=max_images, cache=cache, progress=progress)
 
 
 # ------------------------------------------------------------------------------------------- the report

@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image
-from tqdm.auto import tqdm
 
 from . import fileio
+from .progress import progress_bar
 
 BOXES_DIR = "BCCD_Dataset/BCCD/Annotations"
 FULL_ASPECT = 4 / 3  # full smears are 640x480: keep their shape, image_size is the short side
@@ -226,7 +226,8 @@ def load_cached(rows: pd.DataFrame, root: Path, mode: str, size: int, *, margin:
         except (ValueError, OSError):
             pass  # a half-written or foreign file: decode again
     boxes = rows["box"] if mode == "crop" else [None] * len(rows)
-    todo = tqdm(list(zip(rows["file"], boxes)), desc=f"decoding {mode} {size}px", disable=not progress, leave=False)
+    todo = progress_bar(list(zip(rows["file"], boxes)), desc=f"decoding {mode} {size}px", disable=not progress,
+                        leave=False)
     if path is None:
         array = np.empty(shape, np.uint8)
         for i, (file, box) in enumerate(todo):

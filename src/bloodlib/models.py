@@ -2,14 +2,23 @@
 
 A small registry (like timm's) maps a name to a builder, the smallest input the built model accepts and
 where its ImageNet weights live. Callers never special-case a model: training, prediction and the
-figures only see an ``nn.Module`` with four attributes set here:
+figures only see an ``nn.Module`` with these attributes set here:
 
 - ``model_name``: the registry name, saved in checkpoints;
-- ``pretrained_source``: ``"imagenet"`` or ``"scratch"``, saved with the results;
+- ``pretrained_source``: where the initial weights came from, in a few words (``"imagenet"``, ``"scratch"``,
+  ``"pretrained on pbc"``), saved with the results;
+- ``initial_weights``: the same as a record (``kind``: scratch, imagenet or checkpoint; for a checkpoint its
+  path, dataset, data checksum, model, image size, mode, classes and recipe, and for a backbone of
+  :mod:`bloodlib.backbones` its key and its scores on its dataset's test part), saved in checkpoints and metrics;
 - ``normalization``: ``{"mean": [...], "std": [...]}`` the input pipeline applies to [0, 1] images;
 - ``min_size``: the smallest height or width the model accepts.
 
-Weights are only ever looked for where they can be had quickly: first the local caches (the Hugging Face
+``pretrained`` picks the initial weights: ``"scratch"``, ``"imagenet"``, ``"auto"`` (ImageNet when it can
+be had, else scratch with a warning) or the path of a checkpoint of this study (``best.pt``), whose backbone
+is loaded under a new head. A named source such as ``"pbc"`` (this study's backbone trained on PBC) is turned
+into such a path by :func:`bloodlib.backbones.backbone`, which needs the run's settings.
+
+ImageNet weights are only ever looked for where they can be had quickly: first the local caches (the Hugging Face
 hub cache for timm, ``torch.hub``'s for torchvision), then the network, and only if the download host
 answers within a few seconds, so an offline machine falls back to training from scratch at once.
 """
@@ -17,10 +26,12 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import os
 import socket
 import threading
 import warnings
 from contextlib import contextmanager, redirect_stderr
+from pathlib import Path
 from typing import Callable
 from urllib.parse import urlparse
 
@@ -31,10 +42,11 @@ from torch import nn
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 PROBE_TIMEOUT = 3.0  # seconds to wait for a weights host before deciding we are offline
+PRETRAINED_KINDS = ("scratch", "imagenet", "auto")  # besides a checkpoint path
 
 
 class PretrainedUnavailableError(RuntimeError):
-    """ImageNet weights were required (``pretrained=True``) but could not be loaded."""
+    """ImageNet weights were required (``pretrained="imagenet"``) but could not be loaded."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +100,13 @@ class SmallInputAlexNet(nn.Module):
         x = torch.flatten(self.avgpool(x), 1)
         return self.classifier(x)
 
+    # the head as timm models expose theirs, so that fine-tuning and the optimizer treat every model alike
+    def get_classifier(self) -> nn.Module:
+        return self.classifier[-1]
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.classifier[-1] = nn.Linear(self.classifier[-1].in_features, num_classes)
+
 
 def _build_alexnet(num_classes: int, pretrained: bool) -> nn.Module:
     from torchvision.models import AlexNet_Weights
@@ -95,7 +114,7 @@ def _build_alexnet(num_classes: int, pretrained: bool) -> nn.Module:
     model = SmallInputAlexNet(num_classes=1000 if pretrained else num_classes)
     if pretrained:
         model.load_state_dict(AlexNet_Weights.IMAGENET1K_V1.get_state_dict(progress=True))
-        model.classifier[-1] = nn.Linear(model.classifier[-1].in_features, num_classes)
+        model.reset_classifier(num_classes)
     model.normalization = {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
     return model
 
@@ -201,31 +220,87 @@ def _build_pretrained(name: str, spec: ModelSpec, num_classes: int) -> nn.Module
 
 # ------------------------------------------------------------------------------------------ entry point
 
-def create_model(name: str, num_classes: int, pretrained: bool | str = "auto") -> nn.Module:
+def checkpoint_path(pretrained: str | os.PathLike) -> Path | None:
+    """``pretrained`` as a checkpoint path (a path object or a name ending in ``.pt``), else None: by its form
+    alone, so that a file named like a keyword or a source (``auto``, ``pbc``) never changes what it means."""
+    if isinstance(pretrained, os.PathLike) or isinstance(pretrained, str) and pretrained.endswith(".pt"):
+        return Path(pretrained)
+    return None
+
+
+def _from_checkpoint(name: str, spec: ModelSpec, num_classes: int, path: Path,
+                     image_size: int | tuple[int, int]) -> tuple[nn.Module, dict]:
+    """The checkpoint's network with a new ``num_classes`` head, and the record of where it came from.
+
+    Refused (:class:`~bloodlib.checkpoints.CheckpointError`, naming the file): a checkpoint of another model
+    or image size, or one without weights (a finished run's ``last.pt``)."""
+    from . import checkpoints  # it builds models with create_model: imported here, not at the top
+
+    state_dict, metadata = checkpoints.load_checkpoint(path, model_name=name, image_size=image_size)
+    if not metadata.get("classes"):
+        raise checkpoints.CheckpointError(f"{path} does not say which classes its head was trained on")
+    model = spec.build(len(metadata["classes"]), False)
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError as error:
+        raise checkpoints.CheckpointError(f"{path}: its weights do not fit {name!r}: {error}") from None
+    if not hasattr(model, "reset_classifier"):
+        raise TypeError(f"{name!r} has no reset_classifier(num_classes): its head cannot be replaced")
+    model.reset_classifier(num_classes)  # the backbone is kept, the head starts afresh for the new classes
+    model.normalization = metadata.get("normalization", model.normalization)  # what the backbone learnt with
+    record = {"kind": "checkpoint", "path": str(path.resolve()), "dataset": metadata.get("dataset"),
+              "data_checksum": metadata.get("data_checksum"), "model": metadata["model"],
+              "image_size": list(metadata["image_size"]), "mode": metadata.get("mode"),
+              "classes": metadata["classes"], "recipe": metadata.get("train_config"),
+              "backbone": metadata.get("backbone"), "test_metrics": metadata.get("test_metrics")}
+    return model, record
+
+
+def describe_initial_weights(record: dict) -> str:
+    """The few words ``model.pretrained_source`` holds for a record of ``initial_weights``."""
+    if record["kind"] != "checkpoint":
+        return record["kind"]
+    return f"pretrained on {record['dataset']}" if record.get("dataset") else f"pretrained: {record['path']}"
+
+
+def create_model(name: str, num_classes: int, pretrained: str | os.PathLike = "auto", *,
+                 image_size: int | tuple[int, int] | None = None) -> nn.Module:
     """Build ``name`` with a ``num_classes`` head.
 
-    ``pretrained``: ``"auto"`` loads ImageNet weights when they can be had and otherwise warns and trains
-    from scratch; ``True`` raises :class:`PretrainedUnavailableError` when they cannot; ``False`` never
-    tries. The outcome is ``model.pretrained_source`` (``"imagenet"`` or ``"scratch"``).
+    ``pretrained``: ``"scratch"`` never looks for weights; ``"imagenet"`` raises
+    :class:`PretrainedUnavailableError` when ImageNet weights cannot be had; ``"auto"`` then warns and trains
+    from scratch; a checkpoint path (``best.pt`` of this study) loads its backbone under a new head, and needs
+    ``image_size`` (what the model will be trained at) to refuse a checkpoint made at another size. The outcome
+    is ``model.pretrained_source`` (a few words) and ``model.initial_weights`` (a record, see the module).
     """
     spec = get_spec(name)
-    if pretrained not in (True, False, "auto"):
-        raise ValueError(f"pretrained must be True, False or 'auto', got {pretrained!r}")
+    path = checkpoint_path(pretrained)
+    if path is None and pretrained not in PRETRAINED_KINDS:  # True/False too: the strings say what they do
+        hint = (" (a named source such as 'pbc' is built by bloodlib.backbones.backbone(settings, name, source), "
+                "which experiment.run_model calls)" if isinstance(pretrained, str) else "")
+        raise ValueError(f"pretrained must be one of {PRETRAINED_KINDS} or a checkpoint path (best.pt), "
+                         f"got {pretrained!r}{hint}")
     if num_classes < 2:
         raise ValueError(f"num_classes must be at least 2, got {num_classes}")
-    model, source = None, "scratch"
-    if pretrained:
+    model, record = None, {"kind": "scratch"}
+    if path is not None:
+        if image_size is None:
+            raise ValueError(f"pretrained={str(path)!r}: pass image_size (what {name!r} will be trained at), "
+                             f"so that a checkpoint made at another size is refused")
+        model, record = _from_checkpoint(name, spec, num_classes, path, image_size)
+    elif pretrained in ("imagenet", "auto"):
         try:
-            model, source = _build_pretrained(name, spec, num_classes), "imagenet"
+            model, record = _build_pretrained(name, spec, num_classes), {"kind": "imagenet"}
         except PretrainedUnavailableError as error:
-            if pretrained is True:
+            if pretrained == "imagenet":
                 raise
             warnings.warn(f"{error}. Training {name!r} from scratch (random initialisation) instead.",
                           stacklevel=2)
     if model is None:
         model = spec.build(num_classes, False)
     model.model_name = name
-    model.pretrained_source = source
+    model.initial_weights = record
+    model.pretrained_source = describe_initial_weights(record)
     model.min_size = spec.min_size
     return model
 

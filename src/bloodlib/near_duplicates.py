@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image
-from tqdm.auto import tqdm
 
 from . import fileindex, fileio, images
+from .progress import progress_bar
 
 GROUPS_VERSION = 1  # bump when source_groups changes
 MAX_GROUPED = 15_000  # images per class that source_groups compares pairwise (memory grows with the square)
@@ -70,8 +70,8 @@ def source_groups(files: list[Path], *, min_copies: int = 5, cache: Path | bool 
         except (ValueError, OSError):
             pass  # a damaged record: computed again
     with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        prints = np.stack(list(tqdm(pool.map(fingerprint, files), total=len(files), desc="fingerprints",
-                                    disable=not progress, leave=False)))
+        prints = np.stack(list(progress_bar(pool.map(fingerprint, files), total=len(files), desc="fingerprints",
+                                            disable=not progress, leave=False)))
     labels = cluster_fingerprints(prints, min_copies=min_copies)
     groups = [f"g{label:03d}" for label in labels]
     if record is not None:

@@ -149,6 +149,10 @@ def dataset_label(spec: str | None) -> str:
     if spec == "kaggle-augmented":
         return ("the augmented Kaggle blood-cell images (<code>dataset2-master</code>: TRAIN, with its own TEST "
                 "and TEST_SIMPLE sets)")
+    if spec == "pbc":
+        return ("the PBC atlas of normal peripheral blood cells (Acevedo et al. 2020, Mendeley Data "
+                "doi:10.17632/snkd93bnjr.1: expert-labelled cells in 8 classes, <code>PBC_dataset_normal_DIB</code>), "
+                "with a held-out test split")
     kind, _, path = spec.partition(":")
     what = "the images listed in" if kind == "csv" else "the folder-per-class images in"
     return f"{what} <code>{html.escape(path or spec)}</code>"
@@ -244,8 +248,22 @@ def _embedded_png(path: Path) -> str | None:
     return base64.b64encode(path.read_bytes()).decode("ascii") if path.is_file() else None
 
 
-def weights(source: str | None) -> str:
-    """How a model's weights started: 'imagenet' -> 'ImageNet-pretrained', 'scratch' -> 'from scratch'."""
+def weights(source: str | dict | None) -> str:
+    """How a model's weights started, from its ``pretrained_source`` ('imagenet' -> 'ImageNet-pretrained',
+    'scratch' -> 'from scratch') or its ``initial_weights`` record (a checkpoint: its dataset, model, size,
+    data checksum and its score on its own dataset's test part)."""
+    if isinstance(source, dict):
+        if source.get("kind") != "checkpoint":
+            return weights(source.get("kind"))
+        made = [source.get("model"), "x".join(map(str, source.get("image_size") or [])) + " px", source.get("mode"),
+                f"data {source['data_checksum'][:12]}" if source.get("data_checksum") else None]
+        text = (f"pretrained on {source.get('dataset') or source.get('path')} "
+                f"({', '.join(str(m) for m in made if m)})")
+        test = source.get("test_metrics")
+        if test:
+            text += (f", on its own test part accuracy {test['accuracy']:.3f}, macro-F1 {test['macro_f1']:.3f} "
+                     f"({test['images']} images)")
+        return text
     return {"imagenet": "ImageNet-pretrained", "scratch": "from scratch"}.get(source or "", str(source or "unknown"))
 
 
@@ -275,7 +293,7 @@ def run_rows(record: dict) -> list[tuple[str, str]]:
                      + (f", {data['files']} files" if data.get("files") else "")
                      + (f", from <code>{esc(str(data.get('root')))}</code>" if data.get("root") else "")),
             ("device", f"{esc(str(device.get('device')))}: {esc(str(device.get('name')))}"),
-            ("weights", "; ".join(f"{esc(k)}: {esc(weights(v.get('pretrained')))}"
+            ("weights", "; ".join(f"{esc(k)}: {esc(weights(v.get('initial_weights') or v.get('pretrained')))}"
                                   for k, v in (record.get("models") or {}).items()) or "no model trained"),
             ("timings", esc(timings)),
             ("platform", f"Python {esc(str(versions.get('python')))} on {esc(str(record.get('platform')))}"),
@@ -311,7 +329,7 @@ def write_index(run_dir: str | os.PathLike, dest: str | os.PathLike, *, run_href
         ci_method=method, headline=_embedded_png(run_dir / "comparison" / "headline.png"),
         conclusion=_conclusion(run_dir),
         models=list(models) or (list(table.index) if table is not None else []),
-        pretrained={name: m.get("pretrained") for name, m in models.items()},
+        pretrained={name: m.get("initial_weights") or m.get("pretrained") for name, m in models.items()},
         run_rows=[(k, Markup(v)) for k, v in run_rows(record)],
         run_links=[(name, f"{run_href}/{name}") for name in ("run_record.json", "run.log")
                    if (run_dir / name).is_file()])

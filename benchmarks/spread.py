@@ -1,0 +1,64 @@
+"""How much the headline moves with things that should not matter: seed and thread count.
+
+Runs ``quality.py`` (the notebooks' protocol and the full profile's recipe unless options say otherwise) once
+per seed and thread count, one run at a time (two at once would oversubscribe the cores and change nothing
+but the wall time), then prints per run the pooled and fold-mean macro-F1, and their spread (max - min):
+
+    python benchmarks/spread.py                       # resnet18, seeds 42 43 44, 1 and 2 threads
+    python benchmarks/spread.py --seeds 42 43 -- --epochs 40 --ema 0.99   # options after -- go to quality.py
+
+Runs already in the log (same recipe, seed and thread count) are not repeated.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import quality  # noqa: E402  (a sibling script, not a package)
+
+
+def main(argv=None) -> pd.DataFrame:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="resnet18")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--log", type=Path, default=Path("outputs/quality/spread.jsonl"))
+    parser.add_argument("recipe", nargs=argparse.REMAINDER, help="-- then quality.py options")
+    args = parser.parse_args(argv)
+    recipe = [w for w in args.recipe if w != "--"]
+    done = pd.read_json(args.log, lines=True) if args.log.is_file() else pd.DataFrame(columns=["name", "torch_threads"])
+    for seed in args.seeds:
+        for threads in args.threads:
+            words = ["--model", args.model, "--seed", str(seed), "--threads", str(threads), *recipe]
+            name = quality.name_of(quality.parser().parse_args(words))
+            if ((done["name"] == name) & (done["torch_threads"] == threads)).any():
+                continue
+            print(f"{name}, {threads} thread(s)", flush=True)
+            subprocess.run([sys.executable, str(HERE / "quality.py"), *words, "--log", str(args.log)], check=True,
+                           env={**os.environ, "OMP_NUM_THREADS": str(threads)},
+                           stdout=subprocess.DEVNULL)
+    runs = pd.read_json(args.log, lines=True)
+    names = {quality.name_of(quality.parser().parse_args(["--model", args.model, "--seed", str(s), *recipe]))
+             for s in args.seeds}
+    runs = runs[runs["name"].isin(names) & runs["torch_threads"].isin(args.threads)]
+    runs = runs.drop_duplicates(["name", "torch_threads"], keep="last")
+    table = runs[["seed", "torch_threads", "pooled_macro_f1", "fold_mean_macro_f1", "pooled_accuracy", "seconds"]]
+    table = table.sort_values(["seed", "torch_threads"]).reset_index(drop=True)
+    print(table.round(3).to_string(index=False))
+    for column in ("pooled_macro_f1", "fold_mean_macro_f1"):
+        print(f"{column}: min {table[column].min():.3f}, max {table[column].max():.3f}, "
+              f"spread {table[column].max() - table[column].min():.3f}")
+    print(json.dumps({"recipe": recipe, "runs": len(table)}))
+    return table
+
+
+if __name__ == "__main__":
+    main()
