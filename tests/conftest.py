@@ -130,3 +130,47 @@ def check_figure(fig) -> None:
         for axis, shared in (("x", ax.get_shared_x_axes()), ("y", ax.get_shared_y_axes())):
             labels = [getattr(other, f"get_{axis}label")() for other in shared.get_siblings(ax)]
             assert any(label.strip() for label in labels), f"{title!r}, axes {ax.get_title()!r}: no {axis} label"
+
+
+class LocalServer:
+    """An HTTP server on 127.0.0.1 serving bytes by name (no test reaches the internet); ``hits`` lists every
+    name asked for, in order."""
+
+    def __init__(self, files: dict[str, bytes], truncated: dict[str, bytes] | None = None):
+        """``truncated``: names that announce the whole body of their bytes but send half of it."""
+        import http.server
+        import threading
+
+        hits: list[str] = []
+        truncated = truncated or {}
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server's naming)
+                name = self.path.lstrip("/")
+                hits.append(name)
+                body = truncated.get(name, files.get(name))
+                if body is None:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "application/zip")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body[: len(body) // 2] if name in truncated else body)
+                if name in truncated:
+                    self.close_connection = True
+
+            def log_message(self, *args):
+                pass
+
+        self.hits = hits
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/{name}"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -6,12 +6,10 @@ Nothing here reaches the internet: archives are served by a ThreadingHTTPServer 
 from __future__ import annotations
 
 import hashlib
-import http.server
 import io
 import logging
 import os
 import sys
-import threading
 import types
 import zipfile
 from pathlib import Path
@@ -21,6 +19,7 @@ import pytest
 
 from bloodlib import acquire, config
 from bloodlib.acquire import DataLayoutError, DownloadError, UnsafeArchiveError
+from conftest import LocalServer
 
 
 # ------------------------------------------------------------------------------------------ fixtures
@@ -82,13 +81,7 @@ def archives() -> dict[str, bytes]:
     }
 
 
-class LocalServer:
-    def __init__(self, httpd: http.server.ThreadingHTTPServer, hits: list[str]):
-        self.httpd, self.hits = httpd, hits
-
-    def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/{name}"
-
+class BccdServer(LocalServer):
     def urls(self, dataset_master: str = "cosmicad.zip", boxes: str = "bccd.zip") -> dict[str, str]:
         return {"dataset-master": self.url(dataset_master), "BCCD_Dataset": self.url(boxes)}
 
@@ -96,38 +89,9 @@ class LocalServer:
 @pytest.fixture
 def server(archives):
     """Serves the archives on 127.0.0.1; ``truncated.zip`` announces more bytes than it sends."""
-    hits: list[str] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 (http.server's naming)
-            name = self.path.lstrip("/")
-            hits.append(name)
-            if name == "truncated.zip":
-                body = archives["cosmicad.zip"]
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body[: len(body) // 2])
-                self.close_connection = True
-                return
-            if name not in archives:
-                self.send_error(404)
-                return
-            self.send_response(200)
-            self.send_header("Content-Type", "application/zip")
-            self.send_header("Content-Length", str(len(archives[name])))
-            self.end_headers()
-            self.wfile.write(archives[name])
-
-        def log_message(self, *args):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield LocalServer(httpd, hits)
-    httpd.shutdown()
-    httpd.server_close()
+    local = BccdServer(archives, truncated={"truncated.zip": archives["cosmicad.zip"]})
+    yield local
+    local.close()
 
 
 @pytest.fixture

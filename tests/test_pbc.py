@@ -6,11 +6,9 @@ The real-data tests read ``../shared/data/pbc`` (or ``$BLOODLIB_PBC``) and skip 
 from __future__ import annotations
 
 import hashlib
-import http.server
 import io
 import os
 import re
-import threading
 import zipfile
 from pathlib import Path
 
@@ -21,6 +19,7 @@ from PIL import Image
 
 from bloodlib import acquire, classes, cleaning, config, datasets, folders, report
 from bloodlib.acquire import PBC_COUNTS, PBC_FOLDER, DataLayoutError, DownloadError
+from conftest import LocalServer
 
 CODES = {"basophil": "BA", "eosinophil": "EO", "erythroblast": "ERB", "ig": "MY", "lymphocyte": "LY",
          "monocyte": "MO", "neutrophil": "SNE", "platelet": "PLATELET"}
@@ -77,41 +76,12 @@ def archives() -> dict[str, bytes]:
     }
 
 
-class LocalServer:
-    def __init__(self, httpd: http.server.ThreadingHTTPServer, hits: list[str]):
-        self.httpd, self.hits = httpd, hits
-
-    def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/{name}"
-
-
 @pytest.fixture
 def server(archives):
     """Serves ``archives`` on 127.0.0.1 (404 for any other name); ``truncated.zip`` stops half-way."""
-    hits: list[str] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 (http.server's naming)
-            name = self.path.lstrip("/")
-            hits.append(name)
-            body = archives["mendeley.zip"] if name == "truncated.zip" else archives.get(name)
-            if body is None:
-                self.send_error(404)
-                return
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body[: len(body) // 2] if name == "truncated.zip" else body)
-
-        def log_message(self, *args):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield LocalServer(httpd, hits)
-    httpd.shutdown()
-    httpd.server_close()
+    local = LocalServer(archives, truncated={"truncated.zip": archives["mendeley.zip"]})
+    yield local
+    local.close()
 
 
 @pytest.fixture

@@ -371,13 +371,16 @@ def models_record(run_dir: Path) -> dict:
     ``initial_weights``: the record, e.g. the dataset and data checksum of a backbone), test size and training
     time (metrics.json)."""
     models = {}
-    for path in sorted((run_dir / "models").glob("*/metrics.json")):
+    # the training notebooks' models, then notebook 08's fine-tuned ones ("resnet18 (transfer)")
+    for path in [*sorted((run_dir / "models").glob("*/metrics.json")),
+                 *sorted((run_dir / "transfer").glob("*/metrics.json"))]:
         try:
             metrics = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             continue
         meta = metrics.get("metadata") or {}
-        models[metrics.get("model", path.parent.name)] = {
+        name = metrics.get("model", path.parent.name)
+        models[name if path.parent.parent.name == "models" else f"{name} ({path.parent.parent.name})"] = {
             "pretrained": meta.get("pretrained_source") or "unknown",
             "initial_weights": (meta.get("extra") or {}).get("initial_weights"), "n_test": metrics.get("n_test"),
             "train_seconds": meta.get("train_seconds"), "folder": path.parent.relative_to(run_dir).as_posix()}

@@ -216,14 +216,16 @@ def conclusion(result: AcrossLabs) -> str:
     if result.why_not:
         return f"Nothing to compare: {result.why_not}."
     scores = table(result.cells, n=200)
+    home, away = result.home.settings.dataset, result.away.settings.dataset
     lines = []
     for model, rows in scores.groupby("model", sort=False):
         get = {(r["trained on"], r["tested on"]): r["macro_f1"] for _, r in rows.iterrows()}
-        home, away = result.home.settings.dataset, next(iter({r for r in rows["tested on"]} - {home}), None)
-        lines.append(f"**{model}**: macro-F1 {get.get((home, home), float('nan')):.3f} at home ({home}), "
-                     f"{get.get((home, away), float('nan')):.3f} on {away}'s cells; trained on {away}: "
-                     f"{get.get((away, away), float('nan')):.3f} there, {get.get((away, home), float('nan')):.3f} "
-                     f"on {home}'s cells.")
+        line = (f"**{model}**: macro-F1 {get[(home, home)]:.3f} at home ({home}), {get[(home, away)]:.3f} on "
+                f"{away}'s cells")
+        if (away, away) in get:
+            line += (f"; trained on {away}: {get[(away, away)]:.3f} there (all its classes), {get[(away, home)]:.3f} "
+                     f"on {home}'s cells")
+        lines.append(line + ".")
         gap = result.gaps.get(model)
         if gap is not None and len(gap) > 1:
             best = gap.drop(index="none")["change in macro-F1"].idxmax()
@@ -231,7 +233,10 @@ def conclusion(result: AcrossLabs) -> str:
             lines.append(f"Of the gap-narrowing methods, {best} moved {away} -> {home} macro-F1 by {change:+.3f} "
                          f"(McNemar p = {gap.loc[best, 'McNemar p (vs none)']:.3g}); "
                          + ", ".join(f"{m} {gap.loc[m, 'change in macro-F1']:+.3f}" for m in gap.index if m != "none")
-                         + ("." if change > 0 else ": none helped."))
+                         + ".")
+            useless = [m for m in gap.index if m != "none" and gap.loc[m, "change in macro-F1"] <= 0]
+            if useless:
+                lines.append(f"Did not help {model}: {', '.join(useless)}.")
     for model, compared in result.finetuned.items():
         test = compared["fold_test"].iloc[0]
         folds = compared["per_fold"]

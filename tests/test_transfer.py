@@ -1,0 +1,59 @@
+"""Notebook 08's tables: train x test scores with intervals, gap-narrowing before and after on the same images,
+from scratch against fine-tuned on the same folds (the notebook itself runs under nbmake on real data)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bloodlib import config, evaluate, transfer
+from conftest import check_figure
+
+CLASSES = ["EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL"]
+
+
+def evaluation(correct: float, seed: int, folds: bool = False, n: int = 120) -> evaluate.Evaluation:
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 4
+    right = rng.random(n) < correct
+    pred = np.where(right, y, (y + 1) % 4)
+    prob = np.full((n, 4), 0.1)
+    prob[np.arange(n), pred] = 0.7
+    return evaluate.Evaluation("resnet18", CLASSES, y, prob, ids=[f"i{i}" for i in range(n)],
+                               fold=np.arange(n) % 3 if folds else None, repeat=np.zeros(n, int) if folds else None)
+
+
+def test_the_notebook_says_when_there_is_no_second_lab(tmp_path):
+    assert "is pbc itself" in transfer.applies(config.resolve("smoke", output_dir=tmp_path, dataset="pbc"), "pbc")
+    assert "seen" in transfer.applies(config.resolve("smoke", output_dir=tmp_path, dataset="kaggle-augmented"), "bccd")
+    assert transfer.applies(config.resolve("smoke", output_dir=tmp_path), "pbc") is None
+    assert transfer.conclusion(transfer.AcrossLabs("no second lab")) == "Nothing to compare: no second lab."
+
+
+def test_train_by_test_table_heatmap_and_intervals():
+    cells = [transfer.Cell("resnet18", a, b, "every image", evaluation(c, s))
+             for s, (a, b, c) in enumerate([("bccd", "bccd", .9), ("bccd", "pbc", .4), ("pbc", "pbc", .95),
+                                            ("pbc", "bccd", .3)])]
+    scores = transfer.table(cells, n=100)
+    assert list(scores["macro_f1"].round(1)) == pytest.approx([0.9, 0.4, 0.9, 0.3], abs=0.11)
+    assert (scores["macro_f1_low"] <= scores["macro_f1"]).all() and (scores["macro_f1"] <= scores["macro_f1_high"]).all()
+    shown = transfer.display_table(scores)
+    assert shown.loc[0, "macro-F1"].startswith(f"{scores.loc[0, 'macro_f1']:.3f} [")
+    check_figure(transfer.heatmap(scores))
+
+
+def test_gap_narrowing_is_measured_on_the_same_images():
+    none, better = evaluation(0.3, 1), evaluation(0.6, 2)
+    gaps = transfer.gap_table({"none": transfer.Cell("m", "pbc", "bccd", "all", none),
+                               "adabn": transfer.Cell("m", "pbc", "bccd", "all", better)}, n=100)
+    assert gaps.loc["adabn", "change in macro-F1"] > 0.2 and gaps.loc["adabn", "McNemar p (vs none)"] < 0.05
+    other = evaluation(0.6, 2, n=100)
+    with pytest.raises(ValueError, match="other images"):
+        transfer.gap_table({"none": transfer.Cell("m", "pbc", "bccd", "all", none),
+                            "adabn": transfer.Cell("m", "pbc", "bccd", "all", other)})
+
+
+def test_finetuned_against_scratch_on_the_same_folds():
+    compared = transfer.finetuned_against_scratch(evaluation(0.6, 3, folds=True), evaluation(0.9, 4, folds=True))
+    assert len(compared["per_fold"]) == 3 and (compared["per_fold"]["difference"] > 0).all()
+    assert "corrected resampled t-test" in compared["fold_test"].loc[0, "method"]
+    assert compared["mcnemar"].loc[0, "p_value"] < 0.05
