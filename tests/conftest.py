@@ -174,3 +174,29 @@ class LocalServer:
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+@pytest.fixture
+def serve():
+    """``serve(files, truncated=None, kind=LocalServer)``: a :class:`LocalServer`, closed after the test."""
+    servers = []
+
+    def start(files: dict[str, bytes], truncated: dict[str, bytes] | None = None, kind=LocalServer):
+        servers.append(kind(files, truncated))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def zip_bytes(members: dict[str, bytes]) -> bytes:
+    """A zip archive, in memory, holding ``members`` (name -> bytes)."""
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buf.getvalue()

@@ -19,7 +19,7 @@ import pytest
 
 from bloodlib import acquire, config
 from bloodlib.acquire import DataLayoutError, DownloadError, UnsafeArchiveError
-from conftest import LocalServer
+from conftest import LocalServer, zip_bytes
 
 
 # ------------------------------------------------------------------------------------------ fixtures
@@ -51,14 +51,6 @@ def _jpeg() -> bytes:
     return buf.getvalue()
 
 
-def _zip(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
-
-
 @pytest.fixture(scope="session")
 def archives() -> dict[str, bytes]:
     """Tiny archives in the layout of the two GitHub sources, plus hostile ones."""
@@ -74,10 +66,10 @@ def archives() -> dict[str, bytes]:
         bccd[f"BCCD_Dataset-master/BCCD/JPEGImages/BloodImage_{i:05d}.jpg"] = jpg
         bccd[f"BCCD_Dataset-master/BCCD/Annotations/BloodImage_{i:05d}.xml"] = b"<annotation/>"
     return {
-        "cosmicad.zip": _zip(cosmicad),
-        "bccd.zip": _zip(bccd),
-        "evil.zip": _zip({"dataset-master/labels.csv": labels, "../evil.txt": b"escaped"}),
-        "abs.zip": _zip({"dataset-master/labels.csv": labels, "/bloodlib-test-abs.txt": b"escaped"}),
+        "cosmicad.zip": zip_bytes(cosmicad),
+        "bccd.zip": zip_bytes(bccd),
+        "evil.zip": zip_bytes({"dataset-master/labels.csv": labels, "../evil.txt": b"escaped"}),
+        "abs.zip": zip_bytes({"dataset-master/labels.csv": labels, "/bloodlib-test-abs.txt": b"escaped"}),
     }
 
 
@@ -87,11 +79,9 @@ class BccdServer(LocalServer):
 
 
 @pytest.fixture
-def server(archives):
-    """Serves the archives on 127.0.0.1; ``truncated.zip`` announces more bytes than it sends."""
-    local = BccdServer(archives, truncated={"truncated.zip": archives["cosmicad.zip"]})
-    yield local
-    local.close()
+def server(archives, serve):
+    """The archives on 127.0.0.1; ``truncated.zip`` announces more bytes than it sends."""
+    return serve(archives, {"truncated.zip": archives["cosmicad.zip"]}, kind=BccdServer)
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import hashlib
 import io
 import os
 import re
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,8 @@ from PIL import Image
 
 from bloodlib import acquire, classes, cleaning, config, datasets, folders, report
 from bloodlib.acquire import PBC_COUNTS, PBC_FOLDER, DataLayoutError, DownloadError
-from conftest import LocalServer
+from conftest import zip_bytes
+
 
 CODES = {"basophil": "BA", "eosinophil": "EO", "erythroblast": "ERB", "ig": "MY", "lymphocyte": "LY",
          "monocyte": "MO", "neutrophil": "SNE", "platelet": "PLATELET"}
@@ -54,34 +54,24 @@ def make_pbc(base: Path, per_class: int = PER_CLASS, skip: tuple[str, ...] = ())
     return base
 
 
-def _zip(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
-
-
 @pytest.fixture(scope="module")
 def archives() -> dict[str, bytes]:
     """The Mendeley archive's shape (the PBC folder beside macOS's ``__MACOSX`` shadow), a repository archive
     holding the folder deeper, and archives that must not verify."""
     good = pbc_members()
     return {
-        "mendeley.zip": _zip({**good, f"__MACOSX/{PBC_FOLDER}/basophil/._BA_0.jpg": b"\x00\x05\x16\x07"}),
-        "github.zip": _zip({"Blood-Cell-Classification-main/README.md": b"readme",
+        "mendeley.zip": zip_bytes({**good, f"__MACOSX/{PBC_FOLDER}/basophil/._BA_0.jpg": b"\x00\x05\x16\x07"}),
+        "github.zip": zip_bytes({"Blood-Cell-Classification-main/README.md": b"readme",
                             **{f"Blood-Cell-Classification-main/{k}": v for k, v in good.items()}}),
-        "no-eosinophil.zip": _zip(pbc_members(skip=("eosinophil",))),
-        "no-pbc.zip": _zip({"something/else.txt": b"hello"}),
+        "no-eosinophil.zip": zip_bytes(pbc_members(skip=("eosinophil",))),
+        "no-pbc.zip": zip_bytes({"something/else.txt": b"hello"}),
     }
 
 
 @pytest.fixture
-def server(archives):
-    """Serves ``archives`` on 127.0.0.1 (404 for any other name); ``truncated.zip`` stops half-way."""
-    local = LocalServer(archives, truncated={"truncated.zip": archives["mendeley.zip"]})
-    yield local
-    local.close()
+def server(archives, serve):
+    """``archives`` on 127.0.0.1 (404 for any other name); ``truncated.zip`` stops half-way."""
+    return serve(archives, {"truncated.zip": archives["mendeley.zip"]})
 
 
 @pytest.fixture
