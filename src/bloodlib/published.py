@@ -1,9 +1,9 @@
 """The reference report in git: which files of the published report are committed, and staging them.
 
 ``make publish`` runs the full study (``make report``) and then ``python -m bloodlib stage``: the index, the
-pages and, of the run they were made from, every file a reader can follow a link to (executed notebooks,
-run record, run log, data manifest and cleaning tables, metrics, predictions, histories, comparison), but no
-checkpoint, cache or lock. Files of earlier published runs leave the index of git. Nothing is committed: the
+pages and, of the run they were made from, its results (run record, run log, data manifest and cleaning
+tables, metrics, predictions, histories, comparison), but no checkpoint, cache, lock or executed notebook (the
+pages show what the notebooks hold; they stay in the local run folder). Files of earlier published runs leave the index of git. Nothing is committed: the
 person publishing reviews ``git status`` and commits.
 """
 from __future__ import annotations
@@ -14,7 +14,9 @@ import subprocess
 from pathlib import Path
 
 MAX_BYTES = 20 * 2**20  # what the committed report may weigh
-LEFT_OUT = ("*.pt", "*.npy", "*.lock", ".*")  # checkpoints, decoded caches, locks, temporary and hidden files
+# checkpoints, decoded caches, locks, temporary and hidden files; and the executed notebooks, which repeat the
+# pages' figures (6 MB of a full run): they stay in the local run folder
+LEFT_OUT = ("*.pt", "*.npy", "*.lock", ".*", "notebooks/*.ipynb")
 
 
 def published_run(report_dir: Path) -> Path:
