@@ -261,6 +261,18 @@ def metrics_with_ci(table: pd.DataFrame, metrics: Sequence[str] | None = None, *
     return fig
 
 
+def train_test_heatmaps(matrices: dict[str, pd.DataFrame], *, title: str) -> Figure:
+    """One heatmap per model (rows: trained on, columns: tested on), values in [0, 1]."""
+    fig, axes = _subplots(1, len(matrices), figsize=(3.6 * len(matrices) + 0.6, 3.4), squeeze=False, sharey=True)
+    for ax, (model, matrix) in zip(axes[0], matrices.items()):
+        sns.heatmap(matrix, annot=True, fmt=".2f", cmap="RdYlGn", vmin=0, vmax=1, cbar=False, square=True, ax=ax)
+        ax.set(title=model, xlabel="tested on", ylabel="trained on" if ax is axes[0][0] else "")
+        ax.tick_params(axis="y", labelrotation=0)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def image_grid(images, titles: Sequence[str] | None = None, *, ncols: int = 4, title: str = "Images") -> Figure:
     """Images (N x 3 x H x W or N x H x W x 3 uint8) in a grid, each with its own small title."""
     array = _hwc(images)

@@ -97,21 +97,12 @@ def display_table(scores: pd.DataFrame) -> pd.DataFrame:
 
 
 def heatmap(scores: pd.DataFrame, metric: str = "macro_f1"):
-    """Per model, the train-dataset x test-dataset matrix of ``metric``."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    models = list(dict.fromkeys(scores["model"]))
-    fig, axes = plt.subplots(1, len(models), figsize=(3.6 * len(models) + 0.6, 3.4), squeeze=False, sharey=True)
+    """Per model, the train-dataset x test-dataset matrix of ``metric`` (:func:`bloodlib.plots.train_test_heatmaps`)."""
+    matrices = {model: part.pivot_table(index="trained on", columns="tested on", values=metric)
+                for model, part in scores.groupby("model", sort=False)}
     label = evaluate.METRIC_LABELS.get(metric, metric)
-    for ax, model in zip(axes[0], models):
-        part = scores[scores["model"] == model].pivot_table(index="trained on", columns="tested on", values=metric)
-        sns.heatmap(part, annot=True, fmt=".2f", cmap="RdYlGn", vmin=0, vmax=1, cbar=False, square=True, ax=ax)
-        ax.set(title=model, xlabel="tested on", ylabel="trained on" if ax is axes[0][0] else "")
-        ax.tick_params(axis="y", labelrotation=0)
-    fig.suptitle(f"{label}: trained in one lab, tested in another (shared classes across labs)")
-    fig.tight_layout()
-    return fig
+    return plots.train_test_heatmaps(matrices, title=f"{label}: trained in one lab, tested in another "
+                                                     f"(shared classes across labs)")
 
 
 def gap_table(cells: dict[str, Cell], *, n: int = 2000, seed: int = 0) -> pd.DataFrame:
