@@ -56,6 +56,9 @@ def test_stage_adds_the_report_and_drops_earlier_runs(tmp_path):
     report = repo / "report"
     for run in ("old", "new"):
         (report / "runs" / run / "models" / "m").mkdir(parents=True)
+        (report / "runs" / run / "pages").mkdir()
+        (report / "runs" / run / "pages" / "01_data.html").write_text("<html></html>")  # report/pages has it
+        (report / "runs" / run / "index.html").write_text("<html></html>")
         (report / "runs" / run / "run_record.json").write_text("{}")
         (report / "runs" / run / "models" / "m" / "metrics.json").write_text("{}")
         (report / "runs" / run / "models" / "m" / "best.pt").write_bytes(b"weights")

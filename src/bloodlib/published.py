@@ -14,9 +14,10 @@ import subprocess
 from pathlib import Path
 
 MAX_BYTES = 20 * 2**20  # what the committed report may weigh
-# checkpoints, decoded caches, locks, temporary and hidden files; and the executed notebooks, which repeat the
-# pages' figures (6 MB of a full run): they stay in the local run folder
-LEFT_OUT = ("*.pt", "*.npy", "*.lock", ".*", "notebooks/*.ipynb")
+# Of the run folder: checkpoints, decoded caches, locks, temporary and hidden files; the executed notebooks,
+# which repeat the pages' figures (6 MB of a full run); and the run's own copy of the pages and index, which
+# report/pages and report/index.html already hold. They stay in the local run folder.
+LEFT_OUT = ("*.pt", "*.npy", "*.lock", ".*", "notebooks/*.ipynb", "pages/*.html", "index.html")
 
 
 def published_run(report_dir: Path) -> Path:
@@ -32,7 +33,8 @@ def committed_files(report_dir: Path) -> list[Path]:
     report_dir = Path(report_dir)
     run_dir = published_run(report_dir)
     files = [report_dir / "index.html", report_dir / "published.json", *sorted((report_dir / "pages").rglob("*"))]
-    files += sorted(p for p in run_dir.rglob("*") if not any(p.match(pattern) for pattern in LEFT_OUT)
+    files += sorted(p for p in run_dir.rglob("*")
+                    if not any(p.relative_to(run_dir).match(pattern) for pattern in LEFT_OUT)
                     and not any(part.startswith(".") for part in p.relative_to(run_dir).parts))
     return [p for p in files if p.is_file()]
 
