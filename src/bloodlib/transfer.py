@@ -202,15 +202,20 @@ def experiment_run(home: datasets.Prepared, model: str, backbone: Path, out_dir:
     return experiment.run_model(home, model, pretrained=backbone, out_dir=out_dir, progress=progress)
 
 
+def macro_f1(ev: evaluate.Evaluation) -> float:
+    """The point estimate on each test image once (the first repeat of a cross-validation)."""
+    first = ev.first_repeat()
+    return float(evaluate.metrics(ev.y_true[first], ev.y_prob[first], ev.classes)["macro_f1"])
+
+
 def conclusion(result: AcrossLabs) -> str:
     """The notebook's last paragraph, written from the numbers."""
     if result.why_not:
         return f"Nothing to compare: {result.why_not}."
-    scores = table(result.cells, n=200)
     home, away = result.home.settings.dataset, result.away.settings.dataset
     lines = []
-    for model, rows in scores.groupby("model", sort=False):
-        get = {(r["trained on"], r["tested on"]): r["macro_f1"] for _, r in rows.iterrows()}
+    for model in dict.fromkeys(cell.model for cell in result.cells):
+        get = {(c.trained_on, c.tested_on): macro_f1(c.evaluation) for c in result.cells if c.model == model}
         line = (f"**{model}**: macro-F1 {get[(home, home)]:.3f} at home ({home}), {get[(home, away)]:.3f} on "
                 f"{away}'s cells")
         if (away, away) in get:
