@@ -93,14 +93,7 @@ transfer.side_by_side(study.home, study.away, per_class=4, seed=settings.seed) i
 # %%
 scores = transfer.table(study.cells, n=settings.bootstrap, seed=settings.seed)
 display(transfer.display_table(scores)) if len(scores) else print(study.why_not)
-for cell in study.cells:
-    if cell.details is not None:
-        left = cell.details.dataset_left_out
-        print(f"{cell.model}, {cell.trained_on} -> {cell.tested_on}: {cell.details.n_images} images of "
-              f"{', '.join(cell.details.classes)}; left out: "
-              + (", ".join(f"{c} ({n})" for c, n in left["images"].items()) or "nothing")
-              + (f"; the model's classes the dataset lacks: {', '.join(cell.details.model_only)}"
-                 if cell.details.model_only else ""))
+print(transfer.left_out(study.cells))
 
 # %%
 transfer.heatmap(scores) if len(scores) else None

@@ -86,6 +86,22 @@ def table(cells: list[Cell], *, n: int = 2000, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def left_out(cells: list[Cell]) -> str:
+    """For each cross-dataset cell: the images and shared classes it rests on, and what was left out."""
+    lines = []
+    for cell in cells:
+        if cell.details is None:
+            continue
+        dropped = cell.details.dataset_left_out["images"]
+        line = (f"{cell.model}, {cell.trained_on} -> {cell.tested_on}: {cell.details.n_images} images of "
+                f"{', '.join(cell.details.classes)}; left out: "
+                + (", ".join(f"{name} ({n})" for name, n in dropped.items()) or "nothing"))
+        if cell.details.model_only:
+            line += f"; the model's classes the dataset lacks: {', '.join(cell.details.model_only)}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
 def display_table(scores: pd.DataFrame) -> pd.DataFrame:
     """``scores`` as a reader wants it: "0.912 [0.881, 0.940]" per metric."""
     shown = scores[["model", "trained on", "tested on", "images", "n", "classes"]].copy()
