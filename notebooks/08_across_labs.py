@@ -112,10 +112,13 @@ for model, gap in study.gaps.items():
 # %% [markdown]
 # ## From scratch, or from the other lab's backbone
 #
-# The home folds of notebooks 02-06, the same recipe, once from scratch (notebooks 04-06) and once starting
-# from the backbone (a new head). Per fold, then the corrected resampled t-test over folds and McNemar's test.
+# The home folds of notebooks 02-06, once from scratch (notebooks 04-06) and once starting from the backbone
+# (a new head), with the fine-tuning recipe: the home recipe with the changes printed below
+# (`config.FINETUNE_RECIPES`, chosen on the folds' validation parts, never on their test parts). Per fold, then
+# the corrected resampled t-test over folds and McNemar's test.
 
 # %%
+print("fine-tuning recipe, changes to the home recipe:", transfer.finetune_recipe(settings) or "none")
 for model, compared in study.finetuned.items():
     display(Markdown(f"**{model}**"), compared["per_fold"].round(3), compared["fold_test"].round(4),
             compared["mcnemar"].round(4))

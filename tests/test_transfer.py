@@ -57,3 +57,14 @@ def test_finetuned_against_scratch_on_the_same_folds():
     assert len(compared["per_fold"]) == 3 and (compared["per_fold"]["difference"] > 0).all()
     assert "corrected resampled t-test" in compared["fold_test"].loc[0, "method"]
     assert compared["mcnemar"].loc[0, "p_value"] < 0.05
+
+
+def test_the_finetuning_recipe_is_layered_below_what_the_caller_sets(tmp_path, monkeypatch):
+    monkeypatch.setitem(config.FINETUNE_RECIPES, "full", dict(epochs=7, backbone_lr_scale=0.5))
+    full = config.resolve("full", output_dir=tmp_path, model="resnet18")
+    assert transfer.finetune_recipe(full) == dict(epochs=7, backbone_lr_scale=0.5)
+    # a notebook parameter wins over the fine-tuning layer
+    asked = config.resolve("full", output_dir=tmp_path, model="resnet18", epochs=3)
+    assert transfer.finetune_recipe(asked) == dict(backbone_lr_scale=0.5)
+    # the smoke profile's few epochs are not stretched by the full profile's fine-tuning recipe
+    assert transfer.finetune_recipe(config.resolve("smoke", output_dir=tmp_path)) == {}

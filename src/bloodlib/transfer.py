@@ -211,11 +211,19 @@ def across_labs(settings: config.Settings, source: str, models: list[str], *, pr
     return result
 
 
+def finetune_recipe(settings: config.Settings) -> dict:
+    """What fine-tuning changes in the home recipe: the profile's ``config.FINETUNE_RECIPES`` less what the
+    caller set."""
+    return {k: v for k, v in config.FINETUNE_RECIPES.get(settings.profile, {}).items() if k not in settings.requested}
+
+
 def experiment_run(home: datasets.Prepared, model: str, backbone: Path, out_dir: Path, progress: bool):
-    """The training notebooks' protocol on the run's own splits, starting from ``backbone`` (a new head)."""
+    """The training notebooks' protocol on the run's own splits, starting from ``backbone`` (a new head), with
+    the fine-tuning recipe (:func:`finetune_recipe`)."""
     from . import experiment
 
-    return experiment.run_model(home, model, pretrained=backbone, out_dir=out_dir, progress=progress)
+    return experiment.run_model(home, model, pretrained=backbone, out_dir=out_dir, progress=progress,
+                                **finetune_recipe(home.settings))
 
 
 def macro_f1(ev: evaluate.Evaluation) -> float:
