@@ -60,7 +60,7 @@ def test_finetuned_against_scratch_on_the_same_folds():
 
 
 def test_the_finetuning_recipe_is_layered_below_what_the_caller_sets(tmp_path, monkeypatch):
-    monkeypatch.setitem(config.FINETUNE_RECIPES, "full", dict(epochs=7, backbone_lr_scale=0.5))
+    monkeypatch.setitem(config.FINETUNE_RECIPES, ("full", "bccd"), dict(epochs=7, backbone_lr_scale=0.5))
     full = config.resolve("full", output_dir=tmp_path, model="resnet18")
     assert transfer.finetune_recipe(full) == dict(epochs=7, backbone_lr_scale=0.5)
     # a notebook parameter wins over the fine-tuning layer
@@ -68,3 +68,5 @@ def test_the_finetuning_recipe_is_layered_below_what_the_caller_sets(tmp_path, m
     assert transfer.finetune_recipe(asked) == dict(backbone_lr_scale=0.5)
     # the smoke profile's few epochs are not stretched by the full profile's fine-tuning recipe
     assert transfer.finetune_recipe(config.resolve("smoke", output_dir=tmp_path)) == {}
+    # nor is another dataset's recipe
+    assert transfer.finetune_recipe(config.resolve("full", output_dir=tmp_path, dataset="folder:/x")) == {}

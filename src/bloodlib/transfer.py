@@ -212,9 +212,10 @@ def across_labs(settings: config.Settings, source: str, models: list[str], *, pr
 
 
 def finetune_recipe(settings: config.Settings) -> dict:
-    """What fine-tuning changes in the home recipe: the profile's ``config.FINETUNE_RECIPES`` less what the
-    caller set."""
-    return {k: v for k, v in config.FINETUNE_RECIPES.get(settings.profile, {}).items() if k not in settings.requested}
+    """What fine-tuning changes in the home recipe: ``config.FINETUNE_RECIPES`` of the run's profile and dataset,
+    less what the caller set."""
+    recipe = config.FINETUNE_RECIPES.get((settings.profile, settings.dataset), {})
+    return {k: v for k, v in recipe.items() if k not in settings.requested}
 
 
 def experiment_run(home: datasets.Prepared, model: str, backbone: Path, out_dir: Path, progress: bool):
