@@ -105,7 +105,7 @@ def test_pbc_is_a_dataset(tmp_path):
         folders.parse_dataset("pbc:/somewhere")
     full = config.resolve("full", output_dir=tmp_path, dataset="pbc")
     assert (full.folds, full.mode, full.image_size) == (1, "crop", 64)
-    assert (full.train.epochs, full.train.batch_size) == (3, 64)
+    assert (full.train.epochs, full.train.batch_size, full.train.oversample) == (4, 64, False)
     assert config.resolve("smoke", output_dir=tmp_path, dataset="pbc").folds == 1
     assert config.resolve("full", output_dir=tmp_path, dataset="pbc", epochs=7).train.epochs == 7  # the caller wins
     assert "PBC" in report.dataset_label("pbc") and "snkd93bnjr" in report.dataset_label("pbc")
