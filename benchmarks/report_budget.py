@@ -21,17 +21,17 @@ import pandas as pd
 from bloodlib import backbones
 
 
-def backbone_seconds(record: dict) -> dict[str, float]:
-    """Training seconds of every backbone the run's models started from, by backbone key."""
-    seconds = {}
+def backbone_records(record: dict) -> dict[str, Path]:
+    """The ``backbone.json`` of every backbone the run's models started from, by backbone key."""
+    found = {}
     for model in (record.get("models") or {}).values():
         weights = model.get("initial_weights") or {}
         if weights.get("kind") == "checkpoint" and weights.get("backbone"):
-            made = backbones.read_record(weights["path"])
-            if made is None:
+            path = Path(weights["path"]).with_name(backbones.RECORD)
+            if not path.is_file():
                 sys.exit(f"{weights['path']}: no {backbones.RECORD} beside it (the backbone cache was cleared?)")
-            seconds[weights["backbone"]] = float(made["train_seconds"])
-    return seconds
+            found[weights["backbone"]] = path
+    return found
 
 
 def main(argv=None) -> pd.DataFrame:
@@ -40,7 +40,8 @@ def main(argv=None) -> pd.DataFrame:
     parser.add_argument("--first", type=float, default=60.0, help="budget of a first run, minutes")
     parser.add_argument("--cached", type=float, default=35.0, help="budget with the backbones cached, minutes")
     parser.add_argument("--backbones-trained-here", choices=("yes", "no"), default=None,
-                        help="whether this run trained its backbones (default: read the run's log)")
+                        help="whether this run trained its backbones (default: those written after the "
+                             "run started were)")
     args = parser.parse_args(argv)
     record = json.loads((args.run_dir / "run_record.json").read_text(encoding="utf-8"))
     notebooks = pd.DataFrame([{"notebook": nb["name"], "seconds": nb.get("seconds"), "status": nb["status"]}
@@ -49,14 +50,13 @@ def main(argv=None) -> pd.DataFrame:
           f"{record['device']['name']}):")
     print(notebooks.to_string(index=False))
     total = float(notebooks["seconds"].fillna(0).sum())
-    pretrained = backbone_seconds(record)
-    backbone_total = sum(pretrained.values())
+    pretrained = backbone_records(record)
+    backbone_total = sum(float(json.loads(path.read_text(encoding="utf-8"))["train_seconds"])
+                         for path in pretrained.values())
     trained_here = args.backbones_trained_here
     if trained_here is None:  # a backbone written after the run started was trained by it
         started = pd.Timestamp(record["started"]).timestamp()
-        made = [Path(w["path"]).with_name(backbones.RECORD).stat().st_mtime
-                for w in (m.get("initial_weights") or {} for m in record["models"].values()) if w.get("backbone")]
-        trained_here = "yes" if made and min(made) > started else "no"
+        trained_here = "yes" if pretrained and min(p.stat().st_mtime for p in pretrained.values()) > started else "no"
     first = total if trained_here == "yes" else total + backbone_total
     cached = total - backbone_total if trained_here == "yes" else total
     rows = pd.DataFrame([

@@ -3,8 +3,8 @@
 ``make publish`` runs the full study (``make report``) and then ``python -m bloodlib stage``: the index, the
 pages and, of the run they were made from, its results (run record, run log, data manifest and cleaning
 tables, metrics, predictions, histories, comparison), but no checkpoint, cache, lock or executed notebook (the
-pages show what the notebooks hold; they stay in the local run folder). Files of earlier published runs leave the index of git. Nothing is committed: the
-person publishing reviews ``git status`` and commits.
+pages show what the notebooks hold; they stay in the local run folder). Files of earlier published runs leave
+the index of git. Nothing is committed: the person publishing reviews ``git status`` and commits.
 """
 from __future__ import annotations
 
