@@ -7,6 +7,10 @@ sweep can be compared afterwards with ``pandas.read_json(log, lines=True)``.
 
     python benchmarks/quality.py --model resnet18 --size 128 --epochs 60 --folds 4 --repeats 2 --ema 0.99
 
+``--replay-selection`` trains every epoch (no early stopping), predicts each split's test part after every epoch
+and scores the epoch each rule would have kept (:data:`RULES`): one run measures several selection rules on the
+same training trajectory (early stopping only ever cuts it short; it never changes it).
+
 Every option left out takes the layered default of ``config.resolve`` (``--profile``, the dataset, the model's
 recipe), so a bare ``python benchmarks/quality.py`` runs the full profile's recipe for resnet18.
 """
@@ -18,9 +22,17 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
-from bloodlib import config, datasets, evaluate, experiment
+from bloodlib import config, datasets, evaluate, experiment, predict, train
+
+# which epoch a run keeps, from its validation history (see train.track_best) and its planned epochs
+RULES = {
+    "early stopping": lambda history, patience: _early_stopping(history, patience),
+    "best validation epoch, no stopping": lambda history, patience: _early_stopping(history, len(history)),
+    "last epoch": lambda history, patience: int(history["epoch"].max()),
+}
 
 
 # option -> Settings / TrainConfig field (None: the layered default of config.resolve for --profile and --model)
@@ -56,6 +68,8 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=Path("outputs/quality"))
     parser.add_argument("--log", type=Path, default=Path("outputs/quality/runs.jsonl"))
     parser.add_argument("--prepare-only", action="store_true", help="build the data's image cache, train nothing")
+    parser.add_argument("--replay-selection", action="store_true",
+                        help="train every epoch and score each selection rule of RULES on the test parts")
     return parser
 
 
@@ -77,7 +91,35 @@ def run_name(settings: config.Settings, model: str) -> str:
 
 
 def name_of(args: argparse.Namespace) -> str:
-    return run_name(settings_for(args, args.out), args.model)
+    return run_name(settings_for(args, args.out), args.model) + ("-replay" if args.replay_selection else "")
+
+
+def _early_stopping(history: pd.DataFrame, patience: int) -> int:
+    """The epoch fit keeps with early stopping after ``patience`` epochs without a better one."""
+    state = train._new_state()
+    for row in history.to_dict("records"):
+        train.track_best(state, row)
+        if state["bad_epochs"] >= patience:
+            break
+    return state["best_epoch"]
+
+
+def replayed_rules(run: experiment.ModelRun, test_probs: dict[str, list[np.ndarray]], patience: int) -> dict:
+    """Per rule of RULES: the epoch kept in each split, its test macro-F1, their mean, and the pooled macro-F1."""
+    labels = run.evaluation.classes
+    # run.evaluation holds the splits' test parts one after the other, in the splits' order
+    ends = np.cumsum([len(split.test) for split in run.splits])[:-1]
+    y = dict(zip([split.name for split in run.splits], np.split(run.evaluation.y_true, ends)))
+    result = {}
+    for rule, kept_epoch in RULES.items():
+        epochs = [kept_epoch(fit.history, patience) for fit in run.fits]
+        probs = [test_probs[split.name][epoch - 1] for split, epoch in zip(run.splits, epochs)]
+        per_split = [evaluate.metrics(y[split.name], p, labels)["macro_f1"] for split, p in zip(run.splits, probs)]
+        pooled = evaluate.metrics(np.concatenate(list(y.values())), np.concatenate(probs), labels)
+        result[rule] = dict(epochs=epochs, fold_macro_f1=[round(float(f), 4) for f in per_split],
+                            fold_mean_macro_f1=float(np.mean(per_split)), pooled_macro_f1=float(pooled["macro_f1"]),
+                            pooled_accuracy=float(pooled["accuracy"]))
+    return result
 
 
 def main(argv=None) -> None:
@@ -89,13 +131,21 @@ def main(argv=None) -> None:
     prepared = datasets.prepare(settings, progress=not args.prepare_only)
     if args.prepare_only:
         return
+    test_probs: dict[str, list[np.ndarray]] = {}
+
+    def predict_test(split, epoch, row, model):
+        test_probs.setdefault(split.name, []).append(
+            predict.predict_proba(model, prepared.data.images[torch.as_tensor(split.test)]))
+
+    replay = dict(callback=predict_test, patience=settings.train.epochs) if args.replay_selection else {}
     start = time.perf_counter()
-    run = experiment.run_model(prepared, args.model, pretrained="scratch", progress=False)
+    run = experiment.run_model(prepared, args.model, pretrained="scratch", progress=False, **replay)
     seconds = time.perf_counter() - start
     ev = run.evaluation
     pooled = evaluate.metrics(ev.y_true, ev.y_prob, ev.classes)
     resolved = {k: v for k, v in settings.as_dict().items() if k not in ("data_dir", "output_dir", "train", "requested")}
-    result = dict(name=name, **{k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, **resolved,
+    options = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    result = dict(name=name, **{**options, **resolved},  # the options, then what they resolved to
                   seconds=round(seconds, 1), torch_threads=torch.get_num_threads(), device=run.fits[0].device,
                   precision=run.fits[0].precision, train_config=run.evaluation.extra["train_config"],
                   best_epochs=[f.best_epoch for f in run.fits],
@@ -106,6 +156,11 @@ def main(argv=None) -> None:
         print(per_fold.round(3).to_string(index=False))
         result.update(fold_mean_macro_f1=float(per_fold["macro_f1"].mean()),
                       fold_macro_f1=per_fold["macro_f1"].round(4).tolist())
+    if args.replay_selection:
+        result["rules"] = replayed_rules(run, test_probs, settings.train.patience)
+        for rule, scores in result["rules"].items():
+            print(f"{rule}: epochs {scores['epochs']}, fold macro-F1 {scores['fold_macro_f1']}, "
+                  f"mean {scores['fold_mean_macro_f1']:.3f}")
     for split, other in run.extra_evaluations.items():
         scores = evaluate.metrics(other.y_true, other.y_prob, other.classes)
         result.update({f"{split}_accuracy": round(float(scores["accuracy"]), 4),

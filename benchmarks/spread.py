@@ -6,6 +6,10 @@ but the wall time), then prints per run the pooled and fold-mean macro-F1, and t
 
     python benchmarks/spread.py                       # resnet18, seeds 42 43 44, 1 and 2 threads
     python benchmarks/spread.py --seeds 42 43 -- --epochs 40 --ema 0.99   # options after -- go to quality.py
+    python benchmarks/spread.py -- --replay-selection    # and the spread of each epoch-selection rule
+
+With ``--replay-selection`` each run trains every epoch once and scores every rule of ``quality.RULES`` on it,
+so the table before and after a change of the rule comes from the same trainings.
 
 Runs already in the log (same recipe, seed and thread count) are not repeated.
 """
@@ -56,6 +60,16 @@ def main(argv=None) -> pd.DataFrame:
     for column in ("pooled_macro_f1", "fold_mean_macro_f1"):
         print(f"{column}: min {table[column].min():.3f}, max {table[column].max():.3f}, "
               f"spread {table[column].max() - table[column].min():.3f}")
+    if "rules" in runs:
+        for rule in quality.RULES:
+            scores = pd.DataFrame([{"seed": seed, "torch_threads": threads, **rules[rule]}
+                                   for seed, threads, rules in runs[["seed", "torch_threads", "rules"]].itertuples(index=False)])
+            print(f"\n{rule}:")
+            print(scores[["seed", "torch_threads", "epochs", "fold_macro_f1", "fold_mean_macro_f1", "pooled_macro_f1"]]
+                  .sort_values(["seed", "torch_threads"]).round(3).to_string(index=False))
+            print(f"fold_mean_macro_f1: min {scores['fold_mean_macro_f1'].min():.3f}, max "
+                  f"{scores['fold_mean_macro_f1'].max():.3f}, spread "
+                  f"{scores['fold_mean_macro_f1'].max() - scores['fold_mean_macro_f1'].min():.3f}")
     print(json.dumps({"recipe": recipe, "runs": len(table)}))
     return table
 

@@ -127,7 +127,7 @@ def test_resume_continues_an_interrupted_run_exactly(tiny, data, tmp_path, extra
     cfg = TrainConfig(epochs=4, batch_size=8, lr=0.05, patience=10, seed=1, **extra)
     whole = _fit(data, cfg, out_dir=tmp_path / "whole")
 
-    def stop_after_2(epoch, row):
+    def stop_after_2(epoch, row, model):
         if epoch == 2:
             raise RuntimeError("interrupted")
     with pytest.raises(RuntimeError, match="interrupted"):
@@ -146,7 +146,7 @@ def test_resume_state_written_every_save_every_seconds_still_resumes_exactly(tin
     cfg = TrainConfig(epochs=4, batch_size=8, lr=0.05, patience=10, seed=1)
     whole = _fit(data, cfg, out_dir=tmp_path / "whole")
 
-    def stop_after_3(epoch, row):
+    def stop_after_3(epoch, row, model):
         if epoch == 3:
             raise RuntimeError("interrupted")
     with pytest.raises(RuntimeError, match="interrupted"):

@@ -10,9 +10,11 @@ once, after training.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import shutil
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -38,6 +40,7 @@ class ModelRun:
 
 def run_model(prepared: Prepared, model_name: str, *, pretrained: str | Path = "auto",
               out_dir: str | Path | None = None, progress: bool = True, resume: bool = False,
+              callback: Callable[[splits.Split, int, dict, torch.nn.Module], None] | None = None,
               **train_overrides) -> ModelRun:
     """Train and test ``model_name`` on every split of ``prepared.splits``; save predictions, metrics, histories.
 
@@ -46,6 +49,7 @@ def run_model(prepared: Prepared, model_name: str, *, pretrained: str | Path = "
     first split's model, for ``python -m bloodlib predict``). With ``resume`` an interrupted run continues where it stopped.
     ``pretrained``: ``"scratch"``, ``"imagenet"``, ``"auto"``, a checkpoint path, or a named source (``"pbc"``:
     this study's backbone trained on that dataset, built once and cached by :func:`bloodlib.backbones.backbone`).
+    ``callback(split, epoch, row, model)`` runs after every epoch of every split (see :func:`bloodlib.train.fit`).
     """
     settings, data = prepared.settings.for_model(model_name), prepared.data
     out_dir = Path(out_dir or settings.output_dir / "models" / model_name)
@@ -61,7 +65,8 @@ def run_model(prepared: Prepared, model_name: str, *, pretrained: str | Path = "
         metadata = dict(mode=settings.mode, crop_margin=settings.crop_margin, dataset=settings.dataset,
                         split=split.name, fold=split.fold, repeat=split.repeat)
         fit = train.fit(model, data, split.train, split.val, dataclasses.replace(cfg, seed=settings.seed + i),
-                        out_dir=split_dir, metadata=metadata, resume=resume, progress=progress)
+                        out_dir=split_dir, metadata=metadata, resume=resume, progress=progress,
+                        callback=functools.partial(callback, split) if callback is not None else None)
         probs.append(predict.predict_proba(model, data.images[torch.as_tensor(split.test)]))
         histories.append(fit.history.assign(split=split.name, fold=split.fold, repeat=split.repeat))
         fits.append(fit)

@@ -253,7 +253,7 @@ def _resume(path: Path, model, optimizer, scheduler, scaler, metadata: dict, ema
 
 def fit(model: nn.Module, data: ImageSet, train_idx, val_idx, cfg: TrainConfig, *, out_dir: str | os.PathLike | None = None,
         metadata: dict | None = None, device: torch.device | str | None = None, resume: bool = False,
-        progress: bool = True, callback: Callable[[int, dict], None] | None = None,
+        progress: bool = True, callback: Callable[[int, dict, nn.Module], None] | None = None,
         save_every: float = 60.0) -> FitResult:
     """Train ``model`` (from :func:`~bloodlib.models.create_model`) on ``data[train_idx]``, select and stop on
     ``data[val_idx]``; the model ends with the best epoch's weights, in eval mode.
@@ -262,7 +262,8 @@ def fit(model: nn.Module, data: ImageSet, train_idx, val_idx, cfg: TrainConfig, 
     validation positions never do. ``metadata`` (e.g. mode, fold) is saved in the checkpoints; with
     ``resume`` an interrupted run in ``out_dir`` continues where its ``last.pt`` left it; ``last.pt`` is
     rewritten when ``save_every`` seconds have passed since it was last written (0: after every epoch), so an
-    interruption costs at most that much training. ``callback(epoch, row)`` runs after each epoch. Seed the
+    interruption costs at most that much training. ``callback(epoch, row, model)`` runs after each epoch with the
+    model being validated (the weight average with ``ema_decay``). Seed the
     global RNG before ``create_model`` for repeatable initial weights.
     """
     if not hasattr(model, "model_name"):
@@ -319,7 +320,7 @@ def fit(model: nn.Module, data: ImageSet, train_idx, val_idx, cfg: TrainConfig, 
             epochs.set_postfix(val_f1=f"{val['macro_f1']:.3f}", best=state["best_epoch"], refresh=False)
             epochs.update()
             if callback is not None:
-                callback(epoch, row)
+                callback(epoch, row, judged)
     state["stopped"] = True
     if out_dir is not None:  # finished: a record of the run without weights replaces the resumable state
         save_checkpoint(out_dir / LAST, None, metadata, kind="last", train_state=plain_values(state))
@@ -336,14 +337,22 @@ def fit(model: nn.Module, data: ImageSet, train_idx, val_idx, cfg: TrainConfig, 
                      precision=precision.name)
 
 
-def _update_best(state: dict, row: dict, model: nn.Module, metadata: dict, out_dir: Path | None) -> dict | None:
-    """Early stopping's bookkeeping: a better macro-F1 (ties: lower loss) saves best.pt and returns the weights."""
+def track_best(state: dict, row: dict) -> bool:
+    """Early stopping's bookkeeping for one epoch's ``row``: whether it is the best so far (a better validation
+    macro-F1; ties: a lower loss), counting the epochs without one in ``state["bad_epochs"]``."""
     better = row["val_macro_f1"] > state["best_f1"] or (
         row["val_macro_f1"] == state["best_f1"] and row["val_loss"] < state["best_loss"])
-    if not better:
+    if better:
+        state.update(best_epoch=row["epoch"], best_f1=row["val_macro_f1"], best_loss=row["val_loss"], bad_epochs=0)
+    else:
         state["bad_epochs"] += 1
+    return better
+
+
+def _update_best(state: dict, row: dict, model: nn.Module, metadata: dict, out_dir: Path | None) -> dict | None:
+    """A better epoch (:func:`track_best`) saves best.pt and returns the weights."""
+    if not track_best(state, row):
         return None
-    state.update(best_epoch=row["epoch"], best_f1=row["val_macro_f1"], best_loss=row["val_loss"], bad_epochs=0)
     weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     if out_dir is not None:
         metrics = {k[4:]: row[k] for k in ("val_loss", "val_accuracy", "val_macro_f1")}
