@@ -27,7 +27,7 @@ import torch
 
 from bloodlib import config, datasets, evaluate, experiment, predict, train
 
-# which epoch a run keeps, from its validation history (see train.track_best) and its planned epochs
+# which epoch a run keeps, from its validation history (train.track_best) and the early stopping patience
 RULES = {
     "early stopping": lambda history, patience: _early_stopping(history, patience),
     "best validation epoch, no stopping": lambda history, patience: _early_stopping(history, len(history)),
@@ -37,7 +37,8 @@ RULES = {
 
 # option -> Settings / TrainConfig field (None: the layered default of config.resolve for --profile and --model)
 FIELDS = dict(dataset="dataset", mode="mode", size="image_size", epochs="epochs", patience="patience",
-              folds="folds", repeats="repeats", batch_size="batch_size", lr="lr", weight_decay="weight_decay",
+              folds="folds", repeats="repeats", keep="keep_epoch", batch_size="batch_size", lr="lr",
+              weight_decay="weight_decay",
               label_smoothing="label_smoothing", jitter="colour_jitter", zoom="zoom", shift="shift", ema="ema_decay",
               mixup="mixup_alpha", cutmix="cutmix_alpha", seed="seed")
 
@@ -50,6 +51,7 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--mode", choices=["crop", "full"])
     parser.add_argument("--size", type=int)
     parser.add_argument("--epochs", type=int)
+    parser.add_argument("--keep", choices=["best", "last"], help="the epoch kept: best on validation or last")
     parser.add_argument("--patience", type=int, help="epochs without improvement before stopping")
     parser.add_argument("--folds", type=int)
     parser.add_argument("--repeats", type=int)
@@ -87,7 +89,7 @@ def run_name(settings: config.Settings, model: str) -> str:
     return (f"{dataset}-{model}-{settings.mode}-{settings.image_size}px-{t.epochs}ep-p{t.patience}"
             f"-f{settings.folds}x{settings.repeats}-lr{t.lr:g}-wd{t.weight_decay:g}-ls{t.label_smoothing:g}"
             f"-j{t.colour_jitter:g}{geometry}-ema{t.ema_decay:g}-mix{t.mixup_alpha:g}-cut{t.cutmix_alpha:g}"
-            f"-b{t.batch_size}-s{settings.seed}")
+            f"-b{t.batch_size}-s{settings.seed}" + ("-last" if t.keep_epoch == "last" else ""))
 
 
 def name_of(args: argparse.Namespace) -> str:
@@ -148,7 +150,7 @@ def main(argv=None) -> None:
     result = dict(name=name, **{**options, **resolved},  # the options, then what they resolved to
                   seconds=round(seconds, 1), torch_threads=torch.get_num_threads(), device=run.fits[0].device,
                   precision=run.fits[0].precision, train_config=run.evaluation.extra["train_config"],
-                  best_epochs=[f.best_epoch for f in run.fits],
+                  kept_epochs=[f.kept_epoch for f in run.fits],
                   validation_accuracy=run.evaluation.extra["validation"]["accuracy"],
                   **{f"pooled_{k}": round(float(v), 4) for k, v in pooled.items() if np.isscalar(v)})
     if ev.fold is not None:

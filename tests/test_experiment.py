@@ -91,10 +91,10 @@ def test_holdout_run_reports_validation_beside_every_test_set(tmp_path):
     assert run.protocol == "holdout" and set(run.extra_evaluations) == {"test_simple"}
     assert (tmp_path / "extra" / "test_simple" / "resnet18" / "metrics.json").is_file()
     table = experiment.test_sets_table(run, n=50)
-    assert list(table.index) == ["validation (early stopping, at the kept epoch)", "test", "test_simple"]
+    assert list(table.index) == ["validation (at the kept epoch)", "test", "test_simple"]
     assert table.loc["test", "images"] == len(data.indices("test")) and table.loc["test_simple", "images"] == 6
-    assert table.loc["validation (early stopping, at the kept epoch)", "accuracy"] == run.fits[0].best_val["accuracy"]
-    assert run.evaluation.extra["validation"]["accuracy"] == run.fits[0].best_val["accuracy"]
+    assert table.loc["validation (at the kept epoch)", "accuracy"] == run.fits[0].kept_val["accuracy"]
+    assert run.evaluation.extra["validation"]["accuracy"] == run.fits[0].kept_val["accuracy"]
 
 
 def test_further_test_sets_are_compared_apart(tmp_path):

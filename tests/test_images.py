@@ -125,7 +125,7 @@ def test_large_arrays_stream_from_disk_with_the_same_interface(bccd_root, bccd_m
     model = create_model("resnet18", len(classes), pretrained="scratch")
     fit = train.fit(model, data, data.indices("train"), data.indices("val"), config.TrainConfig(epochs=1, batch_size=4),
                     device="cpu", progress=False)
-    assert fit.best_epoch == 1
+    assert fit.kept_epoch == 1
     (npy,) = (tmp_path / "b").glob("*.npy")
     np.testing.assert_array_equal(np.load(npy), in_memory)  # training never wrote into the cache file
 

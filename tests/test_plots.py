@@ -87,6 +87,8 @@ def test_training_curves():
     check_figure(fig)
     assert [ax.get_title() for ax in fig.axes] == ["loss", "accuracy", "macro-F1"]
     assert "best epoch (2)" in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    kept = plots.training_curves(history, kept_epoch=3)  # a fixed schedule keeps its last epoch
+    assert "kept epoch (3)" in [t.get_text() for t in kept.axes[0].get_legend().get_texts()]
 
 
 def test_evaluation_figures():

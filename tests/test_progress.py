@@ -21,7 +21,7 @@ from bloodlib.synthetic import toy_imageset
 data = toy_imageset((8, 8, 8, 8), size=16)
 result = train.fit(models.create_model("resnet18", 4, pretrained="scratch"), data, data.indices("train"),
                    data.indices("val"), TrainConfig(epochs=3, batch_size=8, seed=0), device="cpu")
-print(f"best epoch {result.best_epoch}")
+print(f"kept epoch {result.kept_epoch}")
 """
 
 BAR = """
@@ -76,9 +76,9 @@ def test_runner_keeps_bars_out_of_the_notebook_and_shows_them(tmp_path, monkeypa
 
     cell = outputs(run_dir / "notebooks" / "01_fit.ipynb", "train.fit")
     streams = "".join(o.text for o in cell if o.output_type == "stream")
-    assert len([o for o in cell if o.output_type == "stream"]) <= 2 and "best epoch" in streams
+    assert len([o for o in cell if o.output_type == "stream"]) <= 2 and "kept epoch" in streams
     assert "%|" not in streams and not any(WIDGET_VIEW in o.get("data", {}) for o in cell)
-    assert "best epoch" in (run_dir / "logs" / "01_fit.log").read_text()  # the notebook's own output, as before
+    assert "kept epoch" in (run_dir / "logs" / "01_fit.log").read_text()  # the notebook's own output, as before
 
     logged = (run_dir / "logs" / "01_fit.progress.log").read_text().splitlines()
     assert [n for n in (1, 2, 3) if any(re.match(rf"resnet18: .*{n}/3 .*best=", l) for l in logged)] == [1, 2, 3]

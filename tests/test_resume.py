@@ -84,7 +84,7 @@ models.REGISTRY["tiny"] = models.ModelSpec(lambda num_classes, pretrained: Tiny(
 settings = config.resolve(**config.notebook_parameters(globals()))
 prepared = datasets.prepare(settings, progress=False)
 run = experiment.run_model(prepared, "tiny", pretrained="scratch", resume=resume, progress=False)
-print("best epochs", run.evaluation.extra["best_epochs"])
+print("kept epochs", run.evaluation.extra["kept_epochs"])
 """
 
 CLASSES = ("EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL")

@@ -59,7 +59,7 @@ def test_resnet18_from_scratch_learns_separable_colours():
     assert list(result.history.columns) == train.HISTORY_COLUMNS
     assert result.history["epoch"].tolist() == [1, 2, 3]
     assert result.device == "cpu" and result.images_per_second > 0 and result.checkpoint is None
-    assert result.best_val["macro_f1"] == result.history["val_macro_f1"].max()
+    assert result.kept_val["macro_f1"] == result.history["val_macro_f1"].max()
     assert not model.training
 
 
@@ -72,7 +72,26 @@ def test_early_stopping_stops_after_patience(tiny, data):
     # lr 0: the model never changes, so epoch 1 stays the best and patience 2 ends the run at epoch 3
     result = _fit(data, TrainConfig(epochs=20, batch_size=8, lr=0.0, patience=2))
     assert result.history["epoch"].tolist() == [1, 2, 3]
-    assert result.best_epoch == 1
+    assert result.kept_epoch == 1
+
+
+def test_keeping_the_last_epoch_runs_the_whole_schedule_and_keeps_its_weights(tiny, data, tmp_path):
+    # lr 0 and patience 2 would stop "best" at epoch 3; "last" runs all 5 epochs and keeps the fifth
+    cfg = TrainConfig(epochs=5, batch_size=8, lr=0.0, patience=2, keep_epoch="last")
+    result = _fit(data, cfg, out_dir=tmp_path)
+    assert result.history["epoch"].tolist() == [1, 2, 3, 4, 5]
+    assert result.kept_epoch == 5 and result.kept_val["macro_f1"] == result.history["val_macro_f1"].iloc[-1]
+    assert read_checkpoint(tmp_path / BEST)["metadata"]["epoch"] == 5
+    with pytest.raises(ValueError, match="keep_epoch"):
+        TrainConfig(keep_epoch="first")
+
+
+def test_a_keep_epoch_last_run_learns_the_same_weights_as_early_stopping_up_to_its_stop(tiny, data):
+    # the rule only chooses among epochs; it never changes what training does (quality.py --replay-selection)
+    best = _fit(data, TrainConfig(epochs=4, batch_size=8, lr=0.05, patience=10, seed=1))
+    last = _fit(data, TrainConfig(epochs=4, batch_size=8, lr=0.05, patience=10, seed=1, keep_epoch="last"))
+    assert best.history.drop(columns=TIMING).equals(last.history.drop(columns=TIMING))
+    assert last.kept_epoch == 4
 
 
 def test_non_finite_loss_names_epoch_and_step(tiny, data):
@@ -94,7 +113,7 @@ def test_checkpoint_round_trip_gives_same_predictions(tiny, data, tmp_path):
     loaded = load_model(result.checkpoint, model_name="tiny", classes=data.classes, image_size=(16, 16))
     np.testing.assert_allclose(predict_proba(loaded, data.images), predict_proba(model, data.images), atol=1e-6)
     meta = loaded.checkpoint_metadata
-    assert meta["epoch"] == result.best_epoch and meta["metrics"]["macro_f1"] == result.best_val["macro_f1"]
+    assert meta["epoch"] == result.kept_epoch and meta["metrics"]["macro_f1"] == result.kept_val["macro_f1"]
     assert (meta["model"], meta["classes"], meta["image_size"], meta["mode"], meta["fold"]) == (
         "tiny", data.classes, (16, 16), "crop", 0)
     assert meta["seed"] == 1 and meta["pretrained_source"] == "scratch"
@@ -135,7 +154,7 @@ def test_resume_continues_an_interrupted_run_exactly(tiny, data, tmp_path, extra
     resumed = _fit(data, cfg, model=_model(seed=123), out_dir=tmp_path / "cut", resume=True)
     assert resumed.history["epoch"].tolist() == [1, 2, 3, 4]
     assert resumed.history.drop(columns=TIMING).equals(whole.history.drop(columns=TIMING))
-    assert resumed.best_epoch == whole.best_epoch
+    assert resumed.kept_epoch == whole.kept_epoch
     # a finished run keeps a small record instead of its optimizer state, and resuming it changes nothing
     assert read_checkpoint(tmp_path / "cut" / LAST)["state_dict"] is None
     again = _fit(data, cfg, model=_model(seed=5), out_dir=tmp_path / "cut", resume=True)
@@ -155,7 +174,7 @@ def test_resume_state_written_every_save_every_seconds_still_resumes_exactly(tin
     assert read_checkpoint(tmp_path / "cut" / LAST)["train_state"]["epoch"] == 1
     resumed = _fit(data, cfg, model=_model(seed=123), out_dir=tmp_path / "cut", resume=True)
     assert resumed.history.drop(columns=TIMING).equals(whole.history.drop(columns=TIMING))
-    assert resumed.best_epoch == whole.best_epoch
+    assert resumed.kept_epoch == whole.kept_epoch
 
 
 def test_resume_with_another_setup_is_refused(tiny, data, tmp_path):

@@ -133,7 +133,7 @@ def _build(made: config.Settings, checksum: str, key: str, folder: Path, progres
             "image_size": list(data.image_size), "mode": made.mode, "crop_margin": made.crop_margin,
             "recipe": dataclasses.asdict(made.train), "classes": data.classes,
             "split": {"name": split.name, "train": len(split.train), "val": len(split.val), "test": len(split.test)},
-            "best_epoch": fit.best_epoch, "validation": fit.best_val, "test": test, "device": fit.device,
+            "best_epoch": fit.kept_epoch, "validation": fit.kept_val, "test": test, "device": fit.device,
             "precision": fit.precision, "train_seconds": fit.train_seconds})
         try:
             work.rename(folder)

@@ -2,9 +2,9 @@
 
 :func:`bloodlib.train.fit` writes two checkpoints into its ``out_dir``:
 
-- ``best.pt``: the weights of the best epoch and the metadata needed to use them (model, classes, image
-  size, mode, normalisation, ...), written atomically whenever validation improves, so it survives any
-  interruption;
+- ``best.pt``: the weights of the kept epoch (the best on validation, or a fixed schedule's last) and the
+  metadata needed to use them (model, classes, image size, mode, normalisation, ...), written atomically
+  whenever validation improves (or at the schedule's end), so it survives any interruption;
 - ``last.pt``: everything needed to continue an interrupted run (``fit(..., resume=True)``): weights,
   optimizer, scheduler, random state and history, written after the first epoch and then at most every
   ``save_every`` seconds (weights plus AdamW's state are 12 bytes a parameter: 135 MB for resnet18, written

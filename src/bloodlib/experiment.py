@@ -4,8 +4,8 @@ The splits come from :func:`bloodlib.splits.plan` through :func:`bloodlib.datase
 ``folds > 1`` (the default on BCCD) stratified k-fold cross-validation, repeated ``repeats`` times, so that
 the headline numbers and the paired tests between models rest on all cleaned images rather than on a test
 split of a few dozen; a dataset with its own test set (``kaggle-augmented``) is a holdout. Inside each
-split a validation part of the training images selects the epoch (early stopping); the test part is touched
-once, after training.
+split a validation part of the training images is watched every epoch and, with ``keep_epoch="best"``,
+selects the epoch (early stopping); the test part is touched once, after training.
 """
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def run_model(prepared: Prepared, model_name: str, *, pretrained: str | Path = "
         if first_model is None:
             first_model = model
         if progress:
-            print(f"{split.name}: best epoch {fit.best_epoch}, validation macro-F1 {fit.best_val['macro_f1']:.3f}, "
+            print(f"{split.name}: kept epoch {fit.kept_epoch}, validation macro-F1 {fit.kept_val['macro_f1']:.3f}, "
                   f"{fit.train_seconds:.0f} s")
     shutil.copyfile(out_dir / "split-01" / checkpoints.BEST, out_dir / checkpoints.BEST)
     history = pd.concat(histories, ignore_index=True)
@@ -94,9 +94,9 @@ def run_model(prepared: Prepared, model_name: str, *, pretrained: str | Path = "
                    test_train_ratio=float(np.mean([len(s.test) / len(s.train) for s in planned])), dataset=settings.dataset,
                    mode=settings.mode, image_size=list(data.image_size), epochs=cfg.epochs,
                    batch_size=cfg.batch_size, device=fits[0].device, precision=fits[0].precision,
-                   best_epochs=[f.best_epoch for f in fits], train_config=dataclasses.asdict(cfg),
+                   kept_epochs=[f.kept_epoch for f in fits], train_config=dataclasses.asdict(cfg),
                    initial_weights=first_model.initial_weights,
-                   validation={k: float(np.mean([f.best_val[k] for f in fits])) for k in ("accuracy", "macro_f1")},
+                   validation={k: float(np.mean([f.kept_val[k] for f in fits])) for k in ("accuracy", "macro_f1")},
                    train_images_per_second=float(np.mean([f.images_per_second for f in fits]))))
     evaluate.save_evaluation(evaluation, out_dir, n=settings.bootstrap, seed=settings.seed)
     extra = extra_test_sets(first_model, data, evaluation, settings)
@@ -144,8 +144,8 @@ def statistics(run: ModelRun, *, n: int = 2000, seed: int = 0) -> dict[str, pd.D
         tables["per_fold"] = evaluate.fold_metrics(ev)
         tables["fold_summary"] = evaluate.fold_summary(tables["per_fold"], test_train_ratio=evaluate.test_train_ratio(ev))
     tables["splits"] = pd.DataFrame([{"split": s.name, "train": len(s.train), "validation": len(s.val),
-                                      "test": len(s.test), "best epoch": f.best_epoch,
-                                      "validation macro-F1": f.best_val["macro_f1"],
+                                      "test": len(s.test), "kept epoch": f.kept_epoch,
+                                      "validation macro-F1": f.kept_val["macro_f1"],
                                       "seconds": f.train_seconds} for s, f in zip(run.splits, run.fits)])
     return tables
 
@@ -161,7 +161,7 @@ def test_sets_table(run: ModelRun, *, n: int = 2000, seed: int = 0) -> pd.DataFr
         return out
 
     val_images = int(np.mean([len(s.val) for s in run.splits]))
-    rows = [row("validation (early stopping, at the kept epoch)", val_images, run.evaluation.extra["validation"])]
+    rows = [row("validation (at the kept epoch)", val_images, run.evaluation.extra["validation"])]
     for name, ev in [("test" if run.protocol == "holdout" else "test (out-of-fold)", run.evaluation),
                      *run.extra_evaluations.items()]:
         ci = evaluate.evaluation_ci(ev, n=n, seed=seed)

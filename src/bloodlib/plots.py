@@ -186,20 +186,22 @@ def size_statistics(df: pd.DataFrame, *, title: str = "Image and WBC box sizes")
 
 
 # ------------------------------------------------------------------------------------ training / eval
-def training_curves(history: pd.DataFrame, *, title: str = "Training curves") -> Figure:
-    """Loss, accuracy and macro-F1 per epoch, train vs validation; the best validation macro-F1 is marked."""
+def training_curves(history: pd.DataFrame, *, kept_epoch: int | None = None, title: str = "Training curves") -> Figure:
+    """Loss, accuracy and macro-F1 per epoch, train vs validation; ``kept_epoch`` (the one the run kept,
+    ``FitResult.kept_epoch``) is marked, or else the best validation macro-F1."""
     panels = [(key, evaluate.METRIC_LABELS[key]) for key in ("loss", "accuracy", "macro_f1")]
     fig, axes = _subplots(1, 3, figsize=(14, 3.8))
     has_val = "val_macro_f1" in history and history["val_macro_f1"].notna().any()
     best = history.loc[history["val_macro_f1"].idxmax(), "epoch"] if has_val else None
+    marked, label = (kept_epoch, "kept epoch") if kept_epoch is not None else (best, "best epoch")
     for ax, (key, name) in zip(axes, panels):
         for split in ("train", "val"):
             column = f"{split}_{key}"
             if column in history:
                 ax.plot(history["epoch"], history[column], marker="o", markersize=3,
                         label="train" if split == "train" else "validation")
-        if best is not None:
-            ax.axvline(best, color="grey", linestyle="--", linewidth=1, label=f"best epoch ({best})")
+        if marked is not None:
+            ax.axvline(marked, color="grey", linestyle="--", linewidth=1, label=f"{label} ({marked})")
         ax.set(title=name, xlabel="epoch", ylabel=name)
         ax.legend(fontsize="small")
     fig.suptitle(title)

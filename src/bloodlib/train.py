@@ -3,8 +3,9 @@
 The decoded images stay a uint8 tensor (an :class:`~bloodlib.datasets.ImageSet`) on the training device;
 each step gathers a batch, augments it as a whole (:func:`bloodlib.augment.augment_batch`), normalises it
 and takes an AdamW step under a one-cycle schedule, in the precision :mod:`bloodlib.precision` chooses for
-the model and device. Validation macro-F1 picks the best epoch and stops the run early. ``out_dir``
-receives ``best.pt`` (the best epoch) and ``last.pt`` (what ``resume`` continues from); see
+the model and device. The run keeps either the epoch of the best validation macro-F1 (and stops early) or,
+with ``keep_epoch="last"``, the last epoch of a fixed schedule. ``out_dir`` receives ``best.pt`` (the kept
+epoch) and ``last.pt`` (what ``resume`` continues from); see
 :mod:`bloodlib.checkpoints` for what each holds and when it is written.
 """
 from __future__ import annotations
@@ -46,10 +47,10 @@ class NonFiniteLossError(FloatingPointError):
 
 @dataclasses.dataclass
 class FitResult:
-    """What :func:`fit` returns; the model itself holds the best epoch's weights."""
+    """What :func:`fit` returns; the model itself holds the kept epoch's weights (``TrainConfig.keep_epoch``)."""
     history: pd.DataFrame  # one row per epoch, see HISTORY_COLUMNS
-    best_epoch: int
-    best_val: dict  # loss, accuracy, macro_f1 of the best epoch
+    kept_epoch: int  # the best on validation, or the last with keep_epoch="last"
+    kept_val: dict  # loss, accuracy, macro_f1 of the kept epoch
     checkpoint: Path | None  # best.pt, or None without out_dir
     train_seconds: float  # wall time of the epochs run by this call
     device: str
@@ -255,8 +256,9 @@ def fit(model: nn.Module, data: ImageSet, train_idx, val_idx, cfg: TrainConfig, 
         metadata: dict | None = None, device: torch.device | str | None = None, resume: bool = False,
         progress: bool = True, callback: Callable[[int, dict, nn.Module], None] | None = None,
         save_every: float = 60.0) -> FitResult:
-    """Train ``model`` (from :func:`~bloodlib.models.create_model`) on ``data[train_idx]``, select and stop on
-    ``data[val_idx]``; the model ends with the best epoch's weights, in eval mode.
+    """Train ``model`` (from :func:`~bloodlib.models.create_model`) on ``data[train_idx]``, validate every epoch
+    on ``data[val_idx]``; the model ends with the kept epoch's weights (``cfg.keep_epoch``: the best validation
+    macro-F1, with early stopping, or the last), in eval mode.
 
     The training positions go through ``data.training_indices`` (oversampling) and augmentation; the
     validation positions never do. ``metadata`` (e.g. mode, fold) is saved in the checkpoints; with
@@ -272,7 +274,7 @@ def fit(model: nn.Module, data: ImageSet, train_idx, val_idx, cfg: TrainConfig, 
     check_input_size(model.model_name, data.image_size)
     val_idx = np.asarray(val_idx)
     if len(val_idx) == 0:
-        raise ValueError("fit needs validation images (val_idx is empty) to select the best epoch")
+        raise ValueError("fit needs validation images (val_idx is empty) to validate every epoch")
     config.seed_everything(cfg.seed)
     precision = choose_precision(model.model_name, device, channels_last=cfg.channels_last, cpu_bf16=cfg.cpu_bf16)
     metadata = _run_metadata(model, data, cfg, precision, metadata)
@@ -312,12 +314,14 @@ def fit(model: nn.Module, data: ImageSet, train_idx, val_idx, cfg: TrainConfig, 
             state["history"].append(row)
             train_images += train["images_per_second"] * train["seconds"]
             train_time += train["seconds"]
-            best_weights = _update_best(state, row, judged, metadata, out_dir) or best_weights
-            state["epoch"], state["stopped"] = epoch, state["bad_epochs"] >= cfg.patience
+            best_weights = _update_kept(state, row, judged, metadata, out_dir, cfg) or best_weights
+            state["epoch"] = epoch
+            state["stopped"] = cfg.keep_epoch == "best" and state["bad_epochs"] >= cfg.patience
             if out_dir is not None and time.perf_counter() - last_saved >= save_every:
                 _save_last(out_dir / LAST, model, metadata, state, optimizer, scheduler, scaler, ema)
                 last_saved = time.perf_counter()
-            epochs.set_postfix(val_f1=f"{val['macro_f1']:.3f}", best=state["best_epoch"], refresh=False)
+            kept = {"best": state["best_epoch"]} if cfg.keep_epoch == "best" else {}
+            epochs.set_postfix(val_f1=f"{val['macro_f1']:.3f}", **kept, refresh=False)
             epochs.update()
             if callback is not None:
                 callback(epoch, row, judged)
@@ -328,9 +332,9 @@ def fit(model: nn.Module, data: ImageSet, train_idx, val_idx, cfg: TrainConfig, 
         model.load_state_dict(best_weights)
     model.eval()
     history = pd.DataFrame(state["history"], columns=HISTORY_COLUMNS)
-    best_row = history.loc[history["epoch"] == state["best_epoch"]].iloc[0]
-    return FitResult(history=history, best_epoch=state["best_epoch"],
-                     best_val={k: float(best_row[f"val_{k}"]) for k in ("loss", "accuracy", "macro_f1")},
+    kept_row = history.loc[history["epoch"] == state["best_epoch"]].iloc[0]
+    return FitResult(history=history, kept_epoch=state["best_epoch"],
+                     kept_val={k: float(kept_row[f"val_{k}"]) for k in ("loss", "accuracy", "macro_f1")},
                      checkpoint=out_dir / BEST if out_dir is not None else None,
                      train_seconds=time.perf_counter() - started, device=str(device),
                      images_per_second=train_images / train_time if train_time else float("nan"),
@@ -343,15 +347,26 @@ def track_best(state: dict, row: dict) -> bool:
     better = row["val_macro_f1"] > state["best_f1"] or (
         row["val_macro_f1"] == state["best_f1"] and row["val_loss"] < state["best_loss"])
     if better:
-        state.update(best_epoch=row["epoch"], best_f1=row["val_macro_f1"], best_loss=row["val_loss"], bad_epochs=0)
+        _mark_kept(state, row)
     else:
         state["bad_epochs"] += 1
     return better
 
 
-def _update_best(state: dict, row: dict, model: nn.Module, metadata: dict, out_dir: Path | None) -> dict | None:
-    """A better epoch (:func:`track_best`) saves best.pt and returns the weights."""
-    if not track_best(state, row):
+def _mark_kept(state: dict, row: dict) -> None:
+    state.update(best_epoch=row["epoch"], best_f1=row["val_macro_f1"], best_loss=row["val_loss"], bad_epochs=0)
+
+
+def _update_kept(state: dict, row: dict, model: nn.Module, metadata: dict, out_dir: Path | None,
+                 cfg: TrainConfig) -> dict | None:
+    """The epoch to keep (:func:`track_best`, or the schedule's last) saves best.pt and returns the weights."""
+    if cfg.keep_epoch == "best":
+        keep = track_best(state, row)
+    else:
+        keep = row["epoch"] == cfg.epochs
+        if keep:
+            _mark_kept(state, row)
+    if not keep:
         return None
     weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     if out_dir is not None:
