@@ -13,6 +13,8 @@ def test_profile_then_dataset_then_model_recipe_then_the_caller(tmp_path):
     kaggle = config.resolve("full", output_dir=tmp_path, dataset="kaggle-augmented", mode=None)
     for name, value in config.DATASET_DEFAULTS[("full", "kaggle-augmented")].items():
         assert getattr(kaggle.train if name in config.TRAIN_FIELDS else kaggle, name) == value, name
+    # BCCD's ~40 validation images a fold do not choose the epoch; kaggle-augmented's 1.5k do
+    assert (bccd.train.keep_epoch, kaggle.train.keep_epoch) == ("last", "best")
     chosen = config.resolve("full", output_dir=tmp_path, dataset="kaggle-augmented", mode="full", epochs=3)
     assert (chosen.mode, chosen.train.epochs) == ("full", 3)  # what the user sets wins
     folder = config.resolve("smoke", output_dir=tmp_path, dataset=f"folder:{tmp_path}")

@@ -80,6 +80,15 @@ def test_pretrained_auto_offline_warns_and_trains_from_scratch(offline):
     assert offline == []  # the local caches only: no download was even tried (and so none can hang)
 
 
+def test_the_offline_fallback_draws_the_same_weights_as_scratch(offline):
+    torch.manual_seed(3)
+    with pytest.warns(UserWarning, match="from scratch"):
+        fallback = create_model("resnet18", 4, pretrained="auto").state_dict()
+    torch.manual_seed(3)
+    scratch = create_model("resnet18", 4, pretrained="scratch").state_dict()
+    assert all(torch.equal(fallback[k], scratch[k]) for k in scratch)
+
+
 def test_pretrained_imagenet_offline_raises_clearly(offline):
     with pytest.raises(PretrainedUnavailableError, match="'efficientnet_b0'.*not in the local cache.*cannot be reached"):
         create_model("efficientnet_b0", 4, pretrained="imagenet")

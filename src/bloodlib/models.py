@@ -289,6 +289,9 @@ def create_model(name: str, num_classes: int, pretrained: str | os.PathLike = "a
                              f"so that a checkpoint made at another size is refused")
         model, record = _from_checkpoint(name, spec, num_classes, path, image_size)
     elif pretrained in ("imagenet", "auto"):
+        # a failed attempt has already drawn one random initialisation: the fallback draws the same weights as
+        # pretrained="scratch" at the same seed, so that a run does not depend on whether weights were tried
+        rng = torch.random.get_rng_state()
         try:
             model, record = _build_pretrained(name, spec, num_classes), {"kind": "imagenet"}
         except PretrainedUnavailableError as error:
@@ -296,6 +299,7 @@ def create_model(name: str, num_classes: int, pretrained: str | os.PathLike = "a
                 raise
             warnings.warn(f"{error}. Training {name!r} from scratch (random initialisation) instead.",
                           stacklevel=2)
+            torch.random.set_rng_state(rng)
     if model is None:
         model = spec.build(num_classes, False)
     model.model_name = name
