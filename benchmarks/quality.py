@@ -22,15 +22,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
 from bloodlib import config, datasets, evaluate, experiment, predict, train
 
-# which epoch a run keeps, from its validation history (train.track_best) and the early stopping patience
+# which epoch a run keeps, from its validation history and the early stopping patience
 RULES = {
-    "early stopping": lambda history, patience: _early_stopping(history, patience),
-    "best validation epoch, no stopping": lambda history, patience: _early_stopping(history, len(history)),
+    "early stopping": train.early_stopping_epoch,
+    "best validation epoch, no stopping": lambda history, patience: train.early_stopping_epoch(history, len(history)),
     "last epoch": lambda history, patience: int(history["epoch"].max()),
 }
 
@@ -94,16 +93,6 @@ def run_name(settings: config.Settings, model: str) -> str:
 
 def name_of(args: argparse.Namespace) -> str:
     return run_name(settings_for(args, args.out), args.model) + ("-replay" if args.replay_selection else "")
-
-
-def _early_stopping(history: pd.DataFrame, patience: int) -> int:
-    """The epoch fit keeps with early stopping after ``patience`` epochs without a better one."""
-    state = train._new_state()
-    for row in history.to_dict("records"):
-        train.track_best(state, row)
-        if state["bad_epochs"] >= patience:
-            break
-    return state["best_epoch"]
 
 
 def replayed_rules(run: experiment.ModelRun, test_probs: dict[str, list[np.ndarray]], patience: int) -> dict:

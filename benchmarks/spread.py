@@ -62,8 +62,8 @@ def main(argv=None) -> pd.DataFrame:
               f"spread {table[column].max() - table[column].min():.3f}")
     if "rules" in runs:
         for rule in quality.RULES:
-            scores = pd.DataFrame([{"seed": seed, "torch_threads": threads, **rules[rule]}
-                                   for seed, threads, rules in runs[["seed", "torch_threads", "rules"]].itertuples(index=False)])
+            scores = pd.DataFrame([{"seed": seed, "torch_threads": threads, **rules[rule]} for seed, threads, rules
+                                   in runs[["seed", "torch_threads", "rules"]].itertuples(index=False)])
             print(f"\n{rule}:")
             print(scores[["seed", "torch_threads", "epochs", "fold_macro_f1", "fold_mean_macro_f1", "pooled_macro_f1"]]
                   .sort_values(["seed", "torch_threads"]).round(3).to_string(index=False))

@@ -13,7 +13,7 @@ from bloodlib.checkpoints import BEST, LAST, CheckpointError, load_checkpoint, l
 from bloodlib.predict import predict_proba
 from bloodlib.synthetic import toy_imageset
 from bloodlib.config import TrainConfig
-from bloodlib.train import NonFiniteLossError, fit
+from bloodlib.train import NonFiniteLossError, early_stopping_epoch, fit
 
 TIMING = ["seconds", "images_per_second"]  # the only history columns allowed to differ between equal runs
 
@@ -92,6 +92,13 @@ def test_a_keep_epoch_last_run_learns_the_same_weights_as_early_stopping_up_to_i
     last = _fit(data, TrainConfig(epochs=4, batch_size=8, lr=0.05, patience=10, seed=1, keep_epoch="last"))
     assert best.history.drop(columns=TIMING).equals(last.history.drop(columns=TIMING))
     assert last.kept_epoch == 4
+
+
+def test_early_stopping_replayed_on_a_whole_history_keeps_what_a_stopped_run_kept(tiny, data):
+    whole = _fit(data, TrainConfig(epochs=6, batch_size=8, lr=0.05, patience=6, seed=1, keep_epoch="last"))
+    for patience in (1, 2, 6):
+        stopped = _fit(data, TrainConfig(epochs=6, batch_size=8, lr=0.05, patience=patience, seed=1))
+        assert early_stopping_epoch(whole.history, patience) == stopped.kept_epoch, patience
 
 
 def test_non_finite_loss_names_epoch_and_step(tiny, data):

@@ -353,6 +353,17 @@ def track_best(state: dict, row: dict) -> bool:
     return better
 
 
+def early_stopping_epoch(history: pd.DataFrame, patience: int) -> int:
+    """The epoch early stopping keeps, replayed on a run's validation ``history`` (:data:`HISTORY_COLUMNS`) with
+    ``patience``: what a run that had stopped would have kept (benchmarks/quality.py --replay-selection)."""
+    state = _new_state()
+    for row in history.to_dict("records"):
+        track_best(state, row)
+        if state["bad_epochs"] >= patience:
+            break
+    return state["best_epoch"]
+
+
 def _mark_kept(state: dict, row: dict) -> None:
     state.update(best_epoch=row["epoch"], best_f1=row["val_macro_f1"], best_loss=row["val_loss"], bad_epochs=0)
 
