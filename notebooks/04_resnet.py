@@ -91,10 +91,10 @@ splits.table(prepared.splits, data.labels, data.classes)
 # ## Training
 #
 # One fit per split (fold and repeat). The table gives each split's sizes, the epoch kept (`keep_epoch`: the
-# full profile keeps the last of its fixed schedule, since choosing on ~40 validation images moved the result
-# more than it helped) and its validation macro-F1. The line below says where the initial weights came from: ImageNet (which cannot always
-# be fetched), from scratch, or a backbone this study trained on another dataset (with its score on that
-# dataset's own test part).
+# full profile keeps the last of its fixed schedule, since choosing on ~40 validation images made the result
+# move with the seed and thread count; see the README) and its validation macro-F1. The line below says where
+# the initial weights came from: ImageNet (which cannot always be fetched), from scratch, or a backbone this
+# study trained on another dataset (with its score on that dataset's own test part).
 
 # %%
 run = experiment.run_model(prepared, model_name, pretrained=pretrained, resume=resume)

@@ -86,7 +86,7 @@ def test_keeping_the_last_epoch_runs_the_whole_schedule_and_keeps_its_weights(ti
         TrainConfig(keep_epoch="first")
 
 
-def test_a_keep_epoch_last_run_learns_the_same_weights_as_early_stopping_up_to_its_stop(tiny, data):
+def test_keeping_the_last_epoch_trains_exactly_as_keeping_the_best(tiny, data):
     # the rule only chooses among epochs; it never changes what training does (quality.py --replay-selection)
     best = _fit(data, TrainConfig(epochs=4, batch_size=8, lr=0.05, patience=10, seed=1))
     last = _fit(data, TrainConfig(epochs=4, batch_size=8, lr=0.05, patience=10, seed=1, keep_epoch="last"))
