@@ -2,6 +2,8 @@
 from scratch against fine-tuned on the same folds (the notebook itself runs under nbmake on real data)."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -70,3 +72,17 @@ def test_the_finetuning_recipe_is_layered_below_what_the_caller_sets(tmp_path, m
     assert transfer.finetune_recipe(config.resolve("smoke", output_dir=tmp_path)) == {}
     # nor is another dataset's recipe
     assert transfer.finetune_recipe(config.resolve("full", output_dir=tmp_path, dataset="folder:/x")) == {}
+
+
+def test_the_conclusion_names_the_best_gap_narrowing_method_once():
+    lab = {name: SimpleNamespace(settings=SimpleNamespace(dataset=name)) for name in ("bccd", "pbc")}
+    cells = [transfer.Cell("resnet18", a, b, "every image", evaluation(c, s))
+             for s, (a, b, c) in enumerate([("bccd", "bccd", .9), ("bccd", "pbc", .4)])]
+    none, reinhard, adabn = (evaluation(c, 5, n=100) for c in (0.3, 0.8, 0.6))
+    gaps = transfer.gap_table({m: transfer.Cell("resnet18", "pbc", "bccd", "all", ev)
+                               for m, ev in [("none", none), ("reinhard", reinhard), ("adabn", adabn)]}, n=50)
+    text = transfer.conclusion(transfer.AcrossLabs(None, lab["bccd"], lab["pbc"], cells=cells,
+                                                   gaps={"resnet18": gaps}))
+    sentence = next(line for line in text.split("\n") if line.startswith("Of the gap-narrowing"))
+    assert sentence.count("reinhard") == 1 and sentence.count("adabn") == 1
+    assert "reinhard moved pbc -> bccd macro-F1 the most" in sentence

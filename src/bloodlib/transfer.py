@@ -251,10 +251,10 @@ def conclusion(result: AcrossLabs) -> str:
         if gap is not None and len(gap) > 1:
             best = gap.drop(index="none")["change in macro-F1"].idxmax()
             change = gap.loc[best, "change in macro-F1"]
-            lines.append(f"Of the gap-narrowing methods, {best} moved {away} -> {home} macro-F1 by {change:+.3f} "
-                         f"(McNemar p = {gap.loc[best, 'McNemar p (vs none)']:.3g}); "
-                         + ", ".join(f"{m} {gap.loc[m, 'change in macro-F1']:+.3f}" for m in gap.index if m != "none")
-                         + ".")
+            others = [f"{m} {gap.loc[m, 'change in macro-F1']:+.3f}" for m in gap.index if m not in ("none", best)]
+            lines.append(f"Of the gap-narrowing methods, {best} moved {away} -> {home} macro-F1 the most, by "
+                         f"{change:+.3f} (McNemar p = {gap.loc[best, 'McNemar p (vs none)']:.3g})"
+                         + (f"; {', '.join(others)}" if others else "") + ".")
             useless = [m for m in gap.index if m != "none" and gap.loc[m, "change in macro-F1"] <= 0]
             if useless:
                 lines.append(f"Did not help {model}: {', '.join(useless)}.")
