@@ -191,11 +191,9 @@ def training_curves(history: pd.DataFrame, *, kept_epoch: int | None = None, tit
     ``FitResult.kept_epoch``) is marked, or else the best validation macro-F1."""
     panels = [(key, evaluate.METRIC_LABELS[key]) for key in ("loss", "accuracy", "macro_f1")]
     fig, axes = _subplots(1, 3, figsize=(14, 3.8))
-    if kept_epoch is not None:
-        marked, label = kept_epoch, "kept epoch"
-    else:
-        has_val = "val_macro_f1" in history and history["val_macro_f1"].notna().any()
-        marked, label = (history.loc[history["val_macro_f1"].idxmax(), "epoch"] if has_val else None), "best epoch"
+    marked, label = kept_epoch, "kept epoch"
+    if kept_epoch is None and "val_macro_f1" in history and history["val_macro_f1"].notna().any():
+        marked, label = history.loc[history["val_macro_f1"].idxmax(), "epoch"], "best epoch"
     for ax, (key, name) in zip(axes, panels):
         for split in ("train", "val"):
             column = f"{split}_{key}"

@@ -249,13 +249,13 @@ def conclusion(result: AcrossLabs) -> str:
         lines.append(line + ".")
         gap = result.gaps.get(model)
         if gap is not None and len(gap) > 1:
-            best = gap.drop(index="none")["change in macro-F1"].idxmax()
-            change = gap.loc[best, "change in macro-F1"]
-            others = [f"{m} {gap.loc[m, 'change in macro-F1']:+.3f}" for m in gap.index if m not in ("none", best)]
+            changes = gap.drop(index="none")["change in macro-F1"]
+            best = changes.idxmax()
+            others = [f"{m} {change:+.3f}" for m, change in changes.drop(index=best).items()]
             lines.append(f"Of the gap-narrowing methods, {best} moved {away} -> {home} macro-F1 the most, by "
-                         f"{change:+.3f} (McNemar p = {gap.loc[best, 'McNemar p (vs none)']:.3g})"
+                         f"{changes[best]:+.3f} (McNemar p = {gap.loc[best, 'McNemar p (vs none)']:.3g})"
                          + (f"; {', '.join(others)}" if others else "") + ".")
-            useless = [m for m in gap.index if m != "none" and gap.loc[m, "change in macro-F1"] <= 0]
+            useless = list(changes.index[changes <= 0])
             if useless:
                 lines.append(f"Did not help {model}: {', '.join(useless)}.")
     for model, compared in result.finetuned.items():
