@@ -42,7 +42,7 @@ step() { echo "== $1 ($((SECONDS - started)) s)"; }
 
 step "machine"
 { nvidia-smi -L 2>/dev/null; $PY -c "import torch, timm; print('torch', torch.__version__, 'timm', timm.__version__,
-'cuda', torch.cuda.is_available())"; git log -1 --format='commit %H'; } | tee "$OUT/machine.txt"
+'cuda', torch.cuda.is_available())"; git log -1 --format='commit %H' 2>/dev/null || echo 'commit: no git here'; } | tee "$OUT/machine.txt"
 
 # the ratio on the real images at the notebooks' batch (32), then on random images at a larger batch (the real
 # training part holds too few images for enough steps of 128): how much of the gap is per-step overhead
