@@ -40,7 +40,7 @@ report: venv
 
 ## make publish: the full study, then its report staged for commit (index, pages, the run's results; no checkpoints)
 publish: report
-	$(PY) -m bloodlib stage
+	$(PY) -m bloodlib publish
 
 smoke:
 	$(MAKE) report PROFILE=smoke

@@ -27,8 +27,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bloodlib import config, folders, images
-from bloodlib.cleaning import CleaningParams
+from bloodlib import config
+from bloodlib.data import folders, images
+from bloodlib.data.cleaning import CleaningParams
 
 GIB = 2 ** 30
 
@@ -67,7 +68,7 @@ def throughput_ratio(rows: pd.DataFrame, path: Path, model: str, train_images: i
     try:
         bench = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(bench)
-        from bloodlib.datasets import ImageSet
+        from bloodlib.data.datasets import ImageSet
     except (ImportError, FileNotFoundError, AttributeError) as err:
         print(f"throughput part skipped: {err}")
         return []

@@ -24,7 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bloodlib import config, datasets, evaluate, experiment, predict, train
+from bloodlib import config, evaluation
+from bloodlib.data import datasets
+from bloodlib.study import experiment
+from bloodlib.models import inference
+from bloodlib.training import train
 
 # which epoch a run keeps, from its validation history and the early stopping patience
 RULES = {
@@ -105,8 +109,8 @@ def replayed_rules(run: experiment.ModelRun, test_probs: dict[str, list[np.ndarr
     for rule, kept_epoch in RULES.items():
         epochs = [kept_epoch(fit.history, patience) for fit in run.fits]
         probs = [test_probs[split.name][epoch - 1] for split, epoch in zip(run.splits, epochs)]
-        per_split = [evaluate.metrics(y[split.name], p, labels)["macro_f1"] for split, p in zip(run.splits, probs)]
-        pooled = evaluate.metrics(np.concatenate(list(y.values())), np.concatenate(probs), labels)
+        per_split = [evaluation.metrics(y[split.name], p, labels)["macro_f1"] for split, p in zip(run.splits, probs)]
+        pooled = evaluation.metrics(np.concatenate(list(y.values())), np.concatenate(probs), labels)
         result[rule] = dict(epochs=epochs, fold_macro_f1=[round(float(f), 4) for f in per_split],
                             fold_mean_macro_f1=float(np.mean(per_split)), pooled_macro_f1=float(pooled["macro_f1"]),
                             pooled_accuracy=float(pooled["accuracy"]))
@@ -126,14 +130,14 @@ def main(argv=None) -> None:
 
     def predict_test(split, epoch, row, model):
         test_probs.setdefault(split.name, []).append(
-            predict.predict_proba(model, prepared.data.images[torch.as_tensor(split.test)]))
+            inference.predict_proba(model, prepared.data.images[torch.as_tensor(split.test)]))
 
     replay = dict(callback=predict_test, patience=settings.train.epochs) if args.replay_selection else {}
     start = time.perf_counter()
     run = experiment.run_model(prepared, args.model, pretrained="scratch", progress=False, **replay)
     seconds = time.perf_counter() - start
     ev = run.evaluation
-    pooled = evaluate.metrics(ev.y_true, ev.y_prob, ev.classes)
+    pooled = evaluation.metrics(ev.y_true, ev.y_prob, ev.classes)
     resolved = {k: v for k, v in settings.as_dict().items() if k not in ("data_dir", "output_dir", "train", "requested")}
     options = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     result = dict(name=name, **{**options, **resolved},  # the options, then what they resolved to
@@ -143,7 +147,7 @@ def main(argv=None) -> None:
                   validation_accuracy=run.evaluation.extra["validation"]["accuracy"],
                   **{f"pooled_{k}": round(float(v), 4) for k, v in pooled.items() if np.isscalar(v)})
     if ev.fold is not None:
-        per_fold = evaluate.fold_metrics(ev)
+        per_fold = evaluation.fold_metrics(ev)
         print(per_fold.round(3).to_string(index=False))
         result.update(fold_mean_macro_f1=float(per_fold["macro_f1"].mean()),
                       fold_macro_f1=per_fold["macro_f1"].round(4).tolist())
@@ -153,7 +157,7 @@ def main(argv=None) -> None:
             print(f"{rule}: epochs {scores['epochs']}, fold macro-F1 {scores['fold_macro_f1']}, "
                   f"mean {scores['fold_mean_macro_f1']:.3f}")
     for split, other in run.extra_evaluations.items():
-        scores = evaluate.metrics(other.y_true, other.y_prob, other.classes)
+        scores = evaluation.metrics(other.y_true, other.y_prob, other.classes)
         result.update({f"{split}_accuracy": round(float(scores["accuracy"]), 4),
                        f"{split}_macro_f1": round(float(scores["macro_f1"]), 4)})
     print(json.dumps(result))

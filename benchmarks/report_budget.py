@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bloodlib import backbones
+from bloodlib.study import backbones
 
 
 def backbone_records(record: dict) -> dict[str, Path]:

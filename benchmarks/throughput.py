@@ -23,12 +23,13 @@ import torch
 from torch import nn
 
 from bloodlib import config
-from bloodlib.augment import augment_batch, normalize
+from bloodlib.models.inference import normalize
+from bloodlib.training.augment import augment_batch
 from bloodlib.models import create_model
-from bloodlib.precision import autocast_for, choose_precision
-from bloodlib.synthetic import toy_imageset
+from bloodlib.models.precision import autocast_for, choose_precision
+from bloodlib.data.synthetic import toy_imageset
 from bloodlib.config import TrainConfig
-from bloodlib.train import fit, make_optimizer
+from bloodlib.training.train import fit, make_optimizer
 
 
 def raw_throughput(name: str, size: tuple[int, int], batch_size: int, steps: int, device: torch.device,
@@ -99,7 +100,7 @@ def real(name_size: int, mode: str):
     """The real cache at one size (smoke profile settings) and its first split's training and validation
     positions, or None when it cannot be had."""
     try:
-        from bloodlib.datasets import prepare
+        from bloodlib.data.datasets import prepare
     except ImportError:
         return None
     settings = config.resolve("smoke", image_size=name_size, mode=mode)

@@ -48,7 +48,8 @@ source = "auto"     # "auto" | "local" | "cache" | "kaggle" | "github"
 import pandas as pd
 from IPython.display import display
 
-from bloodlib import config, datasets, plots
+from bloodlib import config, plots
+from bloodlib.data import datasets
 
 settings = config.resolve(profile=profile, data_dir=data_dir, output_dir=output_dir, dataset=dataset,
                           mode=mode, image_size=image_size, seed=seed)
@@ -67,7 +68,7 @@ settings
 # CSV and every file it names.
 
 # %%
-from bloodlib import acquire
+from bloodlib.data import acquire
 
 root = datasets.locate(settings, source)
 print("dataset:", settings.dataset)

@@ -37,7 +37,8 @@ repeats = None      # repetitions of the k-fold with other shuffles
 import pandas as pd
 from IPython.display import display
 
-from bloodlib import config, datasets, plots
+from bloodlib import config, plots
+from bloodlib.data import datasets
 
 settings = config.resolve(**config.notebook_parameters(globals()))
 plots.set_style()
@@ -45,7 +46,7 @@ pd.set_option("display.width", 120)
 settings
 
 # %%
-from bloodlib import folders, splits
+from bloodlib.data import folders, splits
 
 prepared = datasets.prepare(settings)
 result = prepared.cleaning

@@ -35,7 +35,8 @@ repeats = None      # repetitions of the k-fold with other shuffles
 import pandas as pd
 from IPython.display import display
 
-from bloodlib import config, datasets, plots
+from bloodlib import config, plots
+from bloodlib.data import datasets
 
 settings = config.resolve(**config.notebook_parameters(globals()))
 plots.set_style()

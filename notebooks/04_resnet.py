@@ -71,7 +71,8 @@ cpu_bf16 = None         # None: chosen for the CPU and model
 import pandas as pd
 from IPython.display import display
 
-from bloodlib import config, datasets, plots
+from bloodlib import config, plots
+from bloodlib.data import datasets
 
 settings = config.resolve(**config.notebook_parameters(globals()))
 plots.set_style()
@@ -79,7 +80,9 @@ pd.set_option("display.width", 120)
 settings
 
 # %%
-from bloodlib import experiment, report, splits
+from bloodlib.study import experiment
+from bloodlib.pipeline import report
+from bloodlib.data import splits
 
 prepared = datasets.prepare(settings)
 data = prepared.data

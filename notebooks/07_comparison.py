@@ -37,7 +37,8 @@ seed = 42
 import pandas as pd
 from IPython.display import display
 
-from bloodlib import config, datasets, plots
+from bloodlib import config, plots
+from bloodlib.data import datasets
 
 settings = config.resolve(**config.notebook_parameters(globals()))
 plots.set_style()
@@ -47,7 +48,7 @@ settings
 # %%
 from IPython.display import Markdown
 
-from bloodlib import comparison
+from bloodlib.study import comparison
 
 result = comparison.compare(settings.output_dir / "models", n=settings.bootstrap, seed=settings.seed)
 comparison.display_table(result)

@@ -54,7 +54,8 @@ epochs = None
 import pandas as pd
 from IPython.display import Markdown, display
 
-from bloodlib import config, plots, transfer
+from bloodlib import config, plots
+from bloodlib.study import transfer
 
 settings = config.resolve(**config.notebook_parameters(globals()))
 plots.set_style()

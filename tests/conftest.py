@@ -41,7 +41,7 @@ def bccd_root() -> Path:
 @pytest.fixture(scope="session")
 def bccd_manifest(bccd_root):
     """The seed's cleaning on the real data, computed once for the session."""
-    from bloodlib import cleaning, datasets
+    from bloodlib.data import cleaning, datasets
 
     return datasets.clean_bccd(bccd_root, cleaning.CleaningParams())
 
@@ -77,7 +77,7 @@ def make_bccd(root: Path, labels: dict[int, str], boxes: dict[int, list[tuple]] 
 def smears() -> dict[str, list[Path]]:
     """Six real dataset-master smears per class (labels from labels.csv)."""
     import pandas as pd
-    from bloodlib.cleaning import CLASSES
+    from bloodlib.data.cleaning import CLASSES
 
     master = data_root() / "dataset-master"
     if not (master / "labels.csv").is_file():

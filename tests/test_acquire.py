@@ -17,8 +17,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bloodlib import acquire, config
-from bloodlib.acquire import DataLayoutError, DownloadError, UnsafeArchiveError
+from bloodlib.data import acquire
+from bloodlib import config
+from bloodlib.data.acquire import DataLayoutError, DownloadError, UnsafeArchiveError
 from conftest import LocalServer, zip_bytes
 
 
@@ -448,7 +449,7 @@ def test_kaggle_augmented_is_not_on_github(server, tmp_path, no_local):
 
 def test_real_record_per_dataset(real_data, real_dataset2, tmp_path):
     """bccd fingerprints dataset-master and BCCD_Dataset, kaggle-augmented dataset2-master and nothing else."""
-    from bloodlib import datasets
+    from bloodlib.data import datasets
 
     records = {}
     for dataset in ("bccd", "kaggle-augmented"):
@@ -483,7 +484,7 @@ def test_folder_dataset_needs_no_bccd(tmp_path, no_local):
     folder = _class_folder(tmp_path / "cells")
     # data_dir points at no data at all: a folder run never looks there
     settings = _settings(tmp_path, f"folder:{folder}", data_dir=tmp_path / "no-bccd-here")
-    from bloodlib import datasets
+    from bloodlib.data import datasets
 
     root = datasets.locate(settings)
     assert root == folder.resolve()
@@ -516,7 +517,7 @@ def test_csv_dataset_fingerprints_the_list_and_its_files(tmp_path, no_local):
     csv.write_text("path,label\n../cells/basophil/a.jpg,basophil\n"
                    f"{folder / 'monocyte/d.jpg'},monocyte\n../cells/gone.jpg,monocyte\n")
     dataset = f"csv:{csv}"
-    from bloodlib import datasets
+    from bloodlib.data import datasets
 
     settings = _settings(tmp_path, dataset, data_dir=tmp_path / "no-bccd-here")
     root = datasets.locate(settings)

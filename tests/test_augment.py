@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from bloodlib.augment import augment_batch
+from bloodlib.training.augment import augment_batch
 
 
 def test_augment_batch_keeps_dtype_and_shape_and_is_identity_when_disabled():

@@ -11,9 +11,14 @@ import pytest
 import torch
 from PIL import Image
 
-from bloodlib import backbones, checkpoints, config, datasets, experiment, models, report, runner, train
+from bloodlib.study import backbones, experiment
+from bloodlib.models import checkpoints
+from bloodlib import config, models
+from bloodlib.data import datasets
+from bloodlib.pipeline import report, runner
+from bloodlib.training import train
 from bloodlib.config import TrainConfig
-from bloodlib.synthetic import toy_imageset
+from bloodlib.data.synthetic import toy_imageset
 
 SIZE = 16  # the smallest input every model takes: each training here lasts a second or two
 TINY = dict(epochs=1, batch_size=8)  # the backbone's recipe in these tests

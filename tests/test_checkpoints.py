@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from bloodlib.checkpoints import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, load_model, save_checkpoint
+from bloodlib.models.checkpoints import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, load_model, save_checkpoint
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from bloodlib import classes
+from bloodlib.data import classes
 
 
 def test_canonical_names_meet_across_labs():

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 import torch
 
-from bloodlib import cleaning, datasets
-from bloodlib.cleaning import CleaningParams, clean, parse_label, read_labels
+from bloodlib.data import cleaning, datasets
+from bloodlib.data.cleaning import CleaningParams, clean, parse_label, read_labels
 from conftest import make_bccd
 
 

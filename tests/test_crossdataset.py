@@ -10,11 +10,14 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from bloodlib import checkpoints, config, crossdataset, datasets, evaluate, models
+from bloodlib.models import checkpoints
+from bloodlib import config, evaluation, models
+from bloodlib.evaluation import crossdataset
+from bloodlib.data import datasets
 from bloodlib.__main__ import main
-from bloodlib.classes import canonical
+from bloodlib.data.classes import canonical
 from bloodlib.config import TrainConfig
-from bloodlib.train import fit
+from bloodlib.training.train import fit
 
 from conftest import REPO
 
@@ -87,17 +90,17 @@ def test_scores_the_shared_classes_and_says_what_was_left_out(lab):
     assert sorted(np.bincount(ev.y_true)) == [PER_CLASS] * 3
     assert all(i.split("/")[0] in ("eosinophil", "lymphocyte", "neutrophil") for i in ev.ids)
     # every tool of bloodlib.evaluate applies unchanged
-    ci = evaluate.evaluation_ci(ev, n=100)
-    assert set(evaluate.HEADLINE) <= set(ci.index)
+    ci = evaluation.evaluation_ci(ev, n=100)
+    assert set(evaluation.HEADLINE) <= set(ci.index)
     assert (ci["low"] <= ci["value"] + 1e-9).all() and (ci["value"] <= ci["high"] + 1e-9).all()
-    assert list(evaluate.per_class_table(ev.y_true, ev.y_prob, ev.classes)["support"]) == [PER_CLASS] * 3
-    counts, _ = evaluate.confusion_tables(ev.y_true, ev.y_prob, ev.classes)
+    assert list(evaluation.per_class_table(ev.y_true, ev.y_prob, ev.classes)["support"]) == [PER_CLASS] * 3
+    counts, _ = evaluation.confusion_tables(ev.y_true, ev.y_prob, ev.classes)
     assert counts.to_numpy().sum() == 3 * PER_CLASS
 
 
 def test_restricted_probabilities_are_the_softmax_of_the_shared_logits(lab):
     """The same numbers as the whole model's logits, with the unshared column (MONOCYTE) dropped."""
-    from bloodlib.predict import predict_logits
+    from bloodlib.models.inference import predict_logits
 
     ev, _ = crossdataset.evaluate_checkpoint(lab["checkpoint"], target_settings(lab), device="cpu")
     model = checkpoints.load_model(lab["checkpoint"])
@@ -285,7 +288,7 @@ def test_a_checkpoint_scored_on_the_bccd_smears(lab, bccd_root):
     prepared = datasets.prepare(config.resolve("smoke", bccd_root, lab["out"], dataset="bccd", image_size=32),
                                 progress=False)
     assert details.n_images == len(prepared.data) > 300
-    ci = evaluate.evaluation_ci(ev, n=200)
+    ci = evaluation.evaluation_ci(ev, n=200)
     assert np.isfinite(ci.loc[list(crossdataset.SHOWN), ["value", "low", "high"]].to_numpy()).all()
 
 

@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 from sklearn.metrics import f1_score, roc_auc_score
 
-from bloodlib import evaluate as E
+from bloodlib import evaluation as E
 
 CLASSES = ["A", "B", "C"]
 # Ten images, three classes. Rows: true class, predicted class (argmax), probabilities (A, B, C).

@@ -6,8 +6,10 @@ import pandas as pd
 import pytest
 import torch
 
-from bloodlib import comparison, config, datasets, evaluate, experiment
-from bloodlib.datasets import ImageSet
+from bloodlib.study import comparison, experiment
+from bloodlib import config, evaluation
+from bloodlib.data import datasets
+from bloodlib.data.datasets import ImageSet
 
 
 def synthetic_set(n_per_class=(24, 16, 14, 40), size=32, groups_of=1, own_test_set=False) -> ImageSet:
@@ -62,15 +64,15 @@ def test_conclusion_says_plainly_when_nothing_is_significant():
     prob = np.eye(4)[y] * 0.7 + 0.075
     flipped = prob.copy()
     flipped[:3] = np.roll(flipped[:3], 1, axis=1)  # three more mistakes: far from significant
-    evals = {"a": evaluate.Evaluation("a", list("ABCD"), y, prob, np.arange(40)),
-             "b": evaluate.Evaluation("b", list("ABCD"), y, flipped, np.arange(40))}
-    table = evaluate.comparison_table(evals, n=50)
-    result = comparison.Comparison(table.sort_values("macro_f1", ascending=False), evaluate.pairwise_mcnemar(evals),
+    evals = {"a": evaluation.Evaluation("a", list("ABCD"), y, prob, np.arange(40)),
+             "b": evaluation.Evaluation("b", list("ABCD"), y, flipped, np.arange(40))}
+    table = evaluation.comparison_table(evals, n=50)
+    result = comparison.Comparison(table.sort_values("macro_f1", ascending=False), evaluation.pairwise_mcnemar(evals),
                                    None, evals)
     assert "no significant difference" in comparison.conclusion(result)
     for ev in evals.values():  # the same images as copies of 10 smears: smears are compared, and it says so
         ev.groups = np.repeat(np.arange(10), 4).astype(str)
-    result = comparison.Comparison(table, evaluate.pairwise_mcnemar(evals), None, evals)
+    result = comparison.Comparison(table, evaluation.pairwise_mcnemar(evals), None, evals)
     text = comparison.conclusion(result)
     assert "A paired permutation test over source smears finds **no significant difference**" in text
     assert "count smears, not copies" in text
@@ -128,7 +130,7 @@ def test_errors_by_source_only_where_test_images_share_sources():
     y = np.array([0, 0, 0, 1, 1, 1])
     prob = np.eye(2)[[0, 1, 1, 1, 1, 0]]  # two errors in smear s0's copies, one in s1's
     def run_with(groups):
-        return SimpleNamespace(evaluation=evaluate.Evaluation("m", ["A", "B"], y, prob, ids=range(6), groups=groups))
+        return SimpleNamespace(evaluation=evaluation.Evaluation("m", ["A", "B"], y, prob, ids=range(6), groups=groups))
     table = experiment.errors_by_source(run_with(["s0", "s0", "s0", "s1", "s1", "s1"]))
     assert list(table["group"]) == ["s0", "s1"] and list(table["errors"]) == [2, 1]
     assert experiment.errors_by_source(run_with([f"img{i}" for i in range(6)])) is None  # BCCD: one image each

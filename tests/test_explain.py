@@ -13,7 +13,7 @@ import torch  # noqa: E402
 import torchvision  # noqa: E402
 from torch import nn  # noqa: E402
 
-from bloodlib import explain  # noqa: E402
+from bloodlib.evaluation import explain  # noqa: E402
 from bloodlib import models as models_  # noqa: E402  (the fixture is `models`)
 from conftest import check_figure  # noqa: E402
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from bloodlib import fileindex
+from bloodlib.data import fileindex
 
 
 def test_index_is_remembered(tmp_path, monkeypatch):

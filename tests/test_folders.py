@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from bloodlib import config, datasets, folders, images
-from bloodlib.cleaning import CleaningParams
+from bloodlib import config
+from bloodlib.data import datasets, folders, images
+from bloodlib.data.cleaning import CleaningParams
 from conftest import augment, data_root
 
 CLASSES = ["EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL"]

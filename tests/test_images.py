@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bloodlib import images
+from bloodlib.data import images
 
 
 @pytest.mark.parametrize("box", [(0, 0, 50, 40), (600, 440, 640, 480), (260, 177, 491, 376), (0, 0, 640, 480)])
@@ -106,8 +106,9 @@ def test_malformed_annotation_names_the_file(tmp_path):
 def test_large_arrays_stream_from_disk_with_the_same_interface(bccd_root, bccd_manifest, tmp_path, monkeypatch):
     import torch
 
-    from bloodlib import config, train
-    from bloodlib.datasets import ImageSet
+    from bloodlib import config
+    from bloodlib.training import train
+    from bloodlib.data.datasets import ImageSet
 
     rows = bccd_manifest[0].kept.head(12)
     in_memory = images.load_cached(rows, bccd_root, "crop", 32, cache=tmp_path / "a", progress=False, stream=False)

@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from bloodlib import checkpoints, models
+from bloodlib.models import checkpoints
+from bloodlib import models
 from bloodlib.models import PretrainedUnavailableError, create_model
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from bloodlib import near_duplicates
+from bloodlib.data import near_duplicates
 from conftest import augment
 
 

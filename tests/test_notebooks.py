@@ -8,7 +8,8 @@ import jupytext
 import nbformat
 import pytest
 
-from bloodlib import config, runner
+from bloodlib import config
+from bloodlib.pipeline import runner
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob(runner.NOTEBOOK_GLOB))
 KERNEL = {"name": "bloodcells", "display_name": "Python (bloodcells)"}  # what `make venv` installs

@@ -16,8 +16,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from bloodlib import acquire, classes, cleaning, config, datasets, folders, report
-from bloodlib.acquire import PBC_COUNTS, PBC_FOLDER, DataLayoutError, DownloadError
+from bloodlib.data import acquire, classes, cleaning, datasets, folders
+from bloodlib import config
+from bloodlib.pipeline import report
+from bloodlib.data.acquire import PBC_COUNTS, PBC_FOLDER, DataLayoutError, DownloadError
 from conftest import zip_bytes
 
 

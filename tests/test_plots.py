@@ -9,7 +9,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from bloodlib import evaluate, plots  # noqa: E402
+from bloodlib import evaluation, plots  # noqa: E402
 from conftest import check_figure  # noqa: E402
 
 CLASSES = ["EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL"]
@@ -95,11 +95,11 @@ def test_evaluation_figures():
     rng = np.random.default_rng(0)
     y = np.repeat(np.arange(4), 6)
     prob = rng.dirichlet(np.ones(4), len(y))
-    counts, normalised = evaluate.confusion_tables(y, prob, CLASSES)
+    counts, normalised = evaluation.confusion_tables(y, prob, CLASSES)
     fig = plots.confusion_matrix(counts, normalised)
     check_figure(fig)
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == CLASSES
-    check_figure(plots.per_class_bars(evaluate.per_class_table(y, prob, CLASSES)))
+    check_figure(plots.per_class_bars(evaluation.per_class_table(y, prob, CLASSES)))
     table = pd.DataFrame({"accuracy": [.8, .7], "accuracy_low": [.7, .6], "accuracy_high": [.9, .8],
                           "macro_f1": [.6, .5], "macro_f1_low": [.4, .3], "macro_f1_high": [.7, .6],
                           "params": [1e7, 5e7]}, index=pd.Index(["resnet18", "alexnet"], name="model"))

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from bloodlib import models
-from bloodlib.precision import CPU_SPEEDUPS, Precision, choose_precision
+from bloodlib.models.precision import CPU_SPEEDUPS, Precision, choose_precision
 
 
 def test_cpu_speedups_name_registry_models():

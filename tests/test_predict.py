@@ -14,10 +14,10 @@ from PIL import Image
 
 from bloodlib import config, models
 from bloodlib.__main__ import main
-from bloodlib.predict import load_image
-from bloodlib.synthetic import toy_imageset
+from bloodlib.models.inference import load_image
+from bloodlib.data.synthetic import toy_imageset
 from bloodlib.config import TrainConfig
-from bloodlib.train import fit
+from bloodlib.training.train import fit
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +103,7 @@ def test_crop_checkpoints_centre_on_the_stained_cell(tmp_path):
     """A user's smear with its WBC in a corner: the crop is the square around the purple cell, as in training."""
     from PIL import ImageDraw
 
-    from bloodlib import images as images_
+    from bloodlib.data import images as images_
 
     smear = Image.new("RGB", (320, 240), (230, 225, 228))
     ImageDraw.Draw(smear).ellipse((230, 20, 290, 80), fill=(120, 70, 190))

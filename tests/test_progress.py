@@ -9,15 +9,16 @@ import papermill
 import pytest
 from tqdm.auto import tqdm as auto_tqdm
 
-from bloodlib import runner
-from bloodlib.progress import ENV_PROGRESS_LOG, progress_bar
-from bloodlib.report import WIDGET_VIEW
+from bloodlib.pipeline import runner
+from bloodlib.utils.progress import ENV_PROGRESS_LOG, progress_bar
+from bloodlib.pipeline.report import WIDGET_VIEW
 from browser.study import notebook
 
 TRAINING = """
-from bloodlib import models, train
+from bloodlib import models
+from bloodlib.training import train
 from bloodlib.config import TrainConfig
-from bloodlib.synthetic import toy_imageset
+from bloodlib.data.synthetic import toy_imageset
 data = toy_imageset((8, 8, 8, 8), size=16)
 result = train.fit(models.create_model("resnet18", 4, pretrained="scratch"), data, data.indices("train"),
                    data.indices("val"), TrainConfig(epochs=3, batch_size=8, seed=0), device="cpu")
@@ -25,7 +26,7 @@ print(f"kept epoch {result.kept_epoch}")
 """
 
 BAR = """
-from bloodlib.progress import progress_bar
+from bloodlib.utils.progress import progress_bar
 for _ in progress_bar(range(3), desc="counting"):
     pass
 """

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bloodlib import acquire, published
+from bloodlib.data import acquire
+from bloodlib.pipeline import publish as published
 from conftest import REPO, data_root
 
 

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from bloodlib import report
+from bloodlib.pipeline import report
 from browser.check import check_report, references, report_pages
 from browser.study import SECRET_CODE, make_run, published_study
 
@@ -106,7 +106,7 @@ def test_index_names_the_dataset_and_what_was_skipped(tmp_path):
 
     import pandas as pd
 
-    from bloodlib import fileio
+    from bloodlib.utils import fileio
 
     run_dir = make_run(tmp_path / "run", models=False)
     record = json.loads((run_dir / "run_record.json").read_text())

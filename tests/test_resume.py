@@ -24,7 +24,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bloodlib import checkpoints, runner
+from bloodlib.models import checkpoints
+from bloodlib.pipeline import runner
 from browser.study import notebook
 
 psutil = pytest.importorskip("psutil")
@@ -40,7 +41,8 @@ seed = 42
 """
 
 DATA = """
-from bloodlib import config, datasets
+from bloodlib import config
+from bloodlib.data import datasets
 settings = config.resolve(profile=profile, data_dir=data_dir, output_dir=output_dir, dataset=dataset, seed=seed)
 record = datasets.write_data_record(settings, datasets.locate(settings))
 print(record["files"], "files, checksum", record["checksum"])
@@ -62,7 +64,9 @@ bootstrap = 50
 TRAIN = """
 import os, pathlib, threading
 from torch import nn
-from bloodlib import config, datasets, experiment, models
+from bloodlib import config, models
+from bloodlib.data import datasets
+from bloodlib.study import experiment
 
 class Tiny(nn.Module):
     def __init__(self, num_classes):

@@ -9,7 +9,8 @@ import shutil
 import nbformat
 import pytest
 
-from bloodlib import config, runner
+from bloodlib import config
+from bloodlib.pipeline import runner
 from browser.check import check_report
 from browser.study import make_run, make_study, received
 
@@ -170,7 +171,7 @@ def test_failing_cell_named_partial_kept_report_untouched(study_run, tmp_path, c
 def test_publish_replaces_the_previous_report_and_keeps_runs(tmp_path):
     report = tmp_path / "report"
     old = make_run(report / "runs" / "20260101-000000-aaaaaaa")
-    from bloodlib import report as rep
+    from bloodlib.pipeline import report as rep
 
     rep.render_run(old)
     runner.publish(old, report)

@@ -6,7 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bloodlib import config, datasets, evaluate, experiment, splits
+from bloodlib import config, evaluation
+from bloodlib.data import datasets, splits
+from bloodlib.study import experiment
 
 
 def labels_and_groups(n_per_class=(24, 16, 14, 40), groups_of=1):
@@ -90,7 +92,7 @@ def test_the_manifest_records_the_folds_the_models_were_tested_on(tmp_path):
     assert {"test_fold_r1", "test_fold_r2"} <= set(manifest.columns)
 
     experiment.run_model(prepared, "resnet18", pretrained="scratch", progress=False)
-    tested = evaluate.load_evaluation(tmp_path / "models" / "resnet18")
+    tested = evaluation.load_evaluation(tmp_path / "models" / "resnet18")
     predicted = pd.DataFrame({"id": tested.ids, "repeat": tested.repeat, "fold": tested.fold})
     for repeat in (0, 1):
         used = predicted[predicted["repeat"] == repeat].set_index("id")["fold"].sort_index()

@@ -8,12 +8,13 @@ import pytest
 import torch
 from torch import nn
 
-from bloodlib import config, models, train
-from bloodlib.checkpoints import BEST, LAST, CheckpointError, load_checkpoint, load_model, read_checkpoint
-from bloodlib.predict import predict_proba
-from bloodlib.synthetic import toy_imageset
+from bloodlib import config, models
+from bloodlib.training import train
+from bloodlib.models.checkpoints import BEST, LAST, CheckpointError, load_checkpoint, load_model, read_checkpoint
+from bloodlib.models.inference import predict_proba
+from bloodlib.data.synthetic import toy_imageset
 from bloodlib.config import TrainConfig
-from bloodlib.train import NonFiniteLossError, early_stopping_epoch, fit
+from bloodlib.training.train import NonFiniteLossError, early_stopping_epoch, fit
 
 TIMING = ["seconds", "images_per_second"]  # the only history columns allowed to differ between equal runs
 
@@ -234,7 +235,7 @@ def test_schedule_works_for_runs_of_any_length():
 
 def test_loop_on_real_images(bccd_root, tmp_path):
     """One short epoch on the real images (32 px full smears), on the first split of the run."""
-    from bloodlib import datasets
+    from bloodlib.data import datasets
 
     settings = config.resolve("smoke", data_dir=bccd_root, output_dir=tmp_path, image_size=32, mode="full", epochs=1)
     prepared = datasets.prepare(settings, progress=False)

@@ -12,9 +12,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+import torch
 from matplotlib.figure import Figure
+from torch import nn
 
-from . import evaluate
+from bloodlib import evaluation
+from bloodlib.evaluation import explain
 
 CHANNELS = ("red", "green", "blue")
 DPI = 90  # inline PNGs: sharp enough to read, small enough to keep the HTML report light
@@ -189,7 +192,7 @@ def size_statistics(df: pd.DataFrame, *, title: str = "Image and WBC box sizes")
 def training_curves(history: pd.DataFrame, *, kept_epoch: int | None = None, title: str = "Training curves") -> Figure:
     """Loss, accuracy and macro-F1 per epoch, train vs validation; ``kept_epoch`` (the one the run kept,
     ``FitResult.kept_epoch``) is marked, or else the best validation macro-F1."""
-    panels = [(key, evaluate.METRIC_LABELS[key]) for key in ("loss", "accuracy", "macro_f1")]
+    panels = [(key, evaluation.METRIC_LABELS[key]) for key in ("loss", "accuracy", "macro_f1")]
     fig, axes = _subplots(1, 3, figsize=(14, 3.8))
     marked, label = kept_epoch, "kept epoch"
     if kept_epoch is None and "val_macro_f1" in history and history["val_macro_f1"].notna().any():
@@ -256,7 +259,7 @@ def metrics_with_ci(table: pd.DataFrame, metrics: Sequence[str] | None = None, *
         high = row[[f"{m}_high" for m in metrics]].to_numpy(float)
         ax.errorbar(x - 0.4 + width * (i + 0.5), value, yerr=[value - low, high - value], fmt="o", capsize=4,
                     color=palette[i], label=str(model))
-    ax.set_xticks(x, [evaluate.METRIC_LABELS.get(m, m.replace("_", " ")) for m in metrics])
+    ax.set_xticks(x, [evaluation.METRIC_LABELS.get(m, m.replace("_", " ")) for m in metrics])
     ax.set(title=title, xlabel="metric", ylabel="score")
     ax.legend(title="model", fontsize="small", bbox_to_anchor=(1.01, 1), loc="upper left")
     fig.tight_layout()
@@ -286,3 +289,14 @@ def image_grid(images, titles: Sequence[str] | None = None, *, ncols: int = 4, t
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def gradcam_figure(model: nn.Module, images, y_true, classes: Sequence[str], *,
+                   normalize: explain.Normalize | tuple | None = None, device: torch.device | str | None = None,
+                   layer: nn.Module | None = None, ncols: int = 4, title: str | None = None) -> Figure:
+    """Grad-CAM overlays for the predicted class, each titled "true / predicted (p)"."""
+    maps, probs = explain.gradcam(model, images, normalize=normalize, device=device, layer=layer)
+    pred = probs.argmax(axis=1)
+    titles = [f"{classes[t]} /\n{classes[p]} ({prob[p]:.2f})" for t, p, prob in zip(np.asarray(y_true), pred, probs)]
+    title = title or f"Grad-CAM of the predicted class ({type(model).__name__}): true / predicted (p)"
+    return image_grid(explain.overlay(images, maps), titles, ncols=ncols, title=title)

@@ -58,21 +58,21 @@ import numpy as np
 import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-from bloodlib import evaluate
+from bloodlib import evaluation
 classes = ["EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL"]
 rng = np.random.default_rng(0)
 y = np.arange(24) % 4
 prob = rng.dirichlet(np.ones(4), size=24)
 prob[np.arange(24), y] += 1
 prob /= prob.sum(1, keepdims=True)
-ev = evaluate.Evaluation(model=model_name, classes=classes, y_true=y, y_prob=prob, ids=np.arange(24),
+ev = evaluation.Evaluation(model=model_name, classes=classes, y_true=y, y_prob=prob, ids=np.arange(24),
                          params=11_000_000, train_seconds=3.5, pretrained_source="scratch")
-evaluate.save_evaluation(ev, out / "models" / model_name, n=20)
-table = evaluate.comparison_table(evaluate.load_all(out / "models"), n=20)
+evaluation.save_evaluation(ev, out / "models" / model_name, n=20)
+table = evaluation.comparison_table(evaluation.load_all(out / "models"), n=20)
 (out / "comparison").mkdir(exist_ok=True)
 table.to_csv(out / "comparison" / "comparison.csv")
 fig, ax = plt.subplots(figsize=(3, 2))
-ax.bar(range(4), table.iloc[0][list(evaluate.HEADLINE)].astype(float))
+ax.bar(range(4), table.iloc[0][list(evaluation.HEADLINE)].astype(float))
 fig.savefig(out / "comparison" / "headline.png")
 table
 """
@@ -171,7 +171,8 @@ def make_run(run_dir: Path, *, models: bool = True) -> Path:
     import numpy as np
     import pandas as pd
 
-    from bloodlib import evaluate, fileio
+    from bloodlib import evaluation
+    from bloodlib.utils import fileio
 
     run_dir = Path(run_dir)
     for name, title in (("01_data", "01 · Data: kept"), ("02_figures", "02 · Figures: curves")):
@@ -187,11 +188,11 @@ def make_run(run_dir: Path, *, models: bool = True) -> Path:
         y = np.arange(16) % 4
         prob = np.full((16, 4), 0.1)
         prob[np.arange(16), y] = 0.7
-        ev = evaluate.Evaluation(model="resnet18", classes=classes, y_true=y, y_prob=prob, ids=np.arange(16),
+        ev = evaluation.Evaluation(model="resnet18", classes=classes, y_true=y, y_prob=prob, ids=np.arange(16),
                                  params=11_200_000, train_seconds=65.0, pretrained_source="imagenet")
-        evaluate.save_evaluation(ev, run_dir / "models" / "resnet18", n=20)
+        evaluation.save_evaluation(ev, run_dir / "models" / "resnet18", n=20)
         (run_dir / "comparison").mkdir(exist_ok=True)
-        evaluate.comparison_table({"resnet18": ev}, n=20).to_csv(run_dir / "comparison" / "comparison.csv")
+        evaluation.comparison_table({"resnet18": ev}, n=20).to_csv(run_dir / "comparison" / "comparison.csv")
         (run_dir / "comparison" / "headline.png").write_bytes(base64.b64decode(_png(1)))
         model_record = {"resnet18": {"pretrained": "imagenet", "n_test": 16, "train_seconds": 65.0}}
     fileio.write_json(run_dir / "run_record.json", {
@@ -207,7 +208,7 @@ def make_run(run_dir: Path, *, models: bool = True) -> Path:
 
 def published_study(root):
     """A hand-made run rendered and published under ``root``: (report root, run folder)."""
-    from bloodlib import report, runner
+    from bloodlib.pipeline import report, runner
 
     run_dir = make_run(root / "runs" / "20260101-000000-abcdef0")
     report.render_run(run_dir)

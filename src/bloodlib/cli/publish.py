@@ -1,0 +1,26 @@
+"""``python -m bloodlib publish`` (the second half of ``make publish``): the promoted report staged for commit."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from bloodlib.pipeline.publish import published_run, stage
+from bloodlib.pipeline.runner import repo_root
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--report-dir", type=Path, default=None, help="default: <repo>/report")
+
+
+def main(args: argparse.Namespace) -> int:
+    repo = repo_root()
+    report_dir = args.report_dir or repo / "report"
+    try:
+        files = stage(report_dir, repo)
+    except (FileNotFoundError, ValueError, RuntimeError) as err:
+        print(f"error: {err}")
+        return 1
+    size = sum(p.stat().st_size for p in files)
+    print(f"staged {len(files)} files of {published_run(report_dir).name} ({size / 2**20:.1f} MB); "
+          f"review `git status`, then commit")
+    return 0

@@ -1,0 +1,182 @@
+"""One model's saved test predictions (:class:`Evaluation`): ``predictions.csv`` + ``metrics.json`` per run,
+written by the training notebooks and read back by the comparison."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bloodlib.evaluation.bootstrap import bootstrap_ci
+from bloodlib.evaluation.point import auc_note, checked_inputs, confusion_tables, label_indices, per_class_table
+from bloodlib.evaluation.significance import fold_metrics, fold_summary, test_train_ratio
+from bloodlib.utils import fileio
+
+PREDICTIONS = "predictions.csv"
+METRICS = "metrics.json"
+
+
+@dataclasses.dataclass
+class Evaluation:
+    """One model's test predictions and what is known about how it was made."""
+    model: str
+    classes: list[str]
+    y_true: np.ndarray  # int class index per test row
+    y_prob: np.ndarray  # (rows, classes) probabilities
+    ids: np.ndarray  # image id per row
+    fold: np.ndarray | None = None  # cross-validation fold per row (None: a single fixed test split)
+    repeat: np.ndarray | None = None  # repetition of the k-fold per row
+    groups: np.ndarray | None = None  # source group per row (augmented copies of one smear share one)
+    train_seconds: float | None = None
+    params: int | None = None
+    flops: float | None = None  # per image, forward pass
+    throughput: float | None = None  # inference images per second
+    pretrained_source: str | None = None
+    extra: dict = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        self.classes = list(self.classes)
+        self.y_true, self.y_prob = checked_inputs(self.y_true, self.y_prob, self.classes)
+        self.ids = np.asarray(self.ids).astype(str)
+        if len(self.ids) != len(self.y_true):
+            raise ValueError(f"{self.model}: {len(self.ids)} ids for {len(self.y_true)} predictions")
+        for name, kind in (("fold", int), ("repeat", int), ("groups", str)):
+            value = getattr(self, name)
+            if value is not None:
+                value = np.asarray(value).astype(kind)
+                if len(value) != len(self.y_true):
+                    raise ValueError(f"{self.model}: {len(value)} {name} ids for {len(self.y_true)} predictions")
+                setattr(self, name, value)
+
+    @property
+    def y_pred(self) -> np.ndarray:
+        return self.y_prob.argmax(axis=1)
+
+    def metadata(self) -> dict:
+        return {"train_seconds": self.train_seconds, "params": self.params, "flops": self.flops,
+                "throughput": self.throughput, "pretrained_source": self.pretrained_source, "extra": self.extra}
+
+    def first_repeat(self) -> np.ndarray:
+        """Row positions that hold each test image once (repeated k-fold predicts every image once per repeat)."""
+        if self.repeat is None:
+            return np.arange(len(self.y_true))
+        return np.flatnonzero(self.repeat == self.repeat.min())
+
+
+def jsonable(value):
+    """NaN/inf -> null and numpy scalars -> Python, so that metrics.json is strict JSON."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def evaluation_ci(ev: Evaluation, *, n: int = 2000, seed: int = 0, alpha: float = 0.05) -> pd.DataFrame:
+    """:func:`bootstrap_ci` of an evaluation (each test image once), drawing whole source groups where the
+    evaluation has them (augmented copies of one smear count as one piece of evidence)."""
+    rows = ev.first_repeat()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return bootstrap_ci(ev.y_true[rows], ev.y_prob[rows], ev.classes, n=n, seed=seed, alpha=alpha,
+                            groups=None if ev.groups is None else ev.groups[rows])
+
+
+def summarize(ev: Evaluation, *, n: int = 2000, seed: int = 0, alpha: float = 0.05) -> dict:
+    """Everything metrics.json holds: headline numbers with CIs, per-class table, confusion counts, folds."""
+    rows = ev.first_repeat()
+    y, prob = ev.y_true[rows], ev.y_prob[rows]
+    ci = evaluation_ci(ev, n=n, seed=seed, alpha=alpha)
+    counts, _ = confusion_tables(y, prob, ev.classes)
+    summary = {
+        "model": ev.model, "classes": ev.classes, "n_test": int(len(rows)),
+        "headline": ci["value"].to_dict(),
+        "ci": ci[["low", "high"]].to_dict(orient="index"), "ci_method": ci.attrs["method"],
+        "per_class": per_class_table(y, prob, ev.classes).to_dict(orient="index"),
+        "confusion": counts.to_numpy().tolist(),
+        "notes": [note for note in [auc_note(y, ev.classes)] if note],
+        "metadata": ev.metadata(),
+    }
+    if ev.fold is not None:
+        per_fold = fold_metrics(ev)
+        summary["per_fold"] = per_fold.to_dict(orient="records")
+        summary["fold_summary"] = fold_summary(per_fold, alpha=alpha,
+                                               test_train_ratio=test_train_ratio(ev)).to_dict(orient="index")
+    return summary
+
+
+def save_evaluation(ev: Evaluation, folder: str | os.PathLike, *, n: int = 2000, seed: int = 0,
+                    alpha: float = 0.05) -> Path:
+    """Write ``folder/predictions.csv`` (id, true, pred, prob_<class>..., fold, repeat, group) and
+    ``folder/metrics.json``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    table = pd.DataFrame({"id": ev.ids, "true": np.asarray(ev.classes)[ev.y_true],
+                          "pred": np.asarray(ev.classes)[ev.y_pred]})
+    for k, name in enumerate(ev.classes):
+        table[f"prob_{name}"] = ev.y_prob[:, k]
+    if ev.fold is not None:
+        table["fold"] = ev.fold
+    if ev.repeat is not None:
+        table["repeat"] = ev.repeat
+    if ev.groups is not None:
+        table["group"] = ev.groups
+    fileio.write_text(folder / PREDICTIONS, table.to_csv(index=False, float_format="%.17g"))
+    summary = summarize(ev, n=n, seed=seed, alpha=alpha)
+    fileio.write_text(folder / METRICS, json.dumps(jsonable(summary), indent=2, allow_nan=False) + "\n")
+    return folder
+
+
+def load_evaluation(folder: str | os.PathLike) -> Evaluation:
+    """Read back what :func:`save_evaluation` wrote."""
+    folder = Path(folder)
+    metrics_path, predictions_path = folder / METRICS, folder / PREDICTIONS
+    for path in (metrics_path, predictions_path):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: missing; is {folder} a saved evaluation?")
+    try:
+        summary = json.loads(metrics_path.read_text(encoding="utf-8"))
+        classes, model = summary["classes"], summary["model"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ValueError(f"{metrics_path}: not a bloodlib metrics file ({e})") from None
+    table = pd.read_csv(predictions_path, dtype={"id": str, "true": str, "pred": str, "group": str},
+                        keep_default_na=False)  # an id or group named "NA" stays a string
+    needed = ["id", "true", *[f"prob_{c}" for c in classes]]
+    missing = [c for c in needed if c not in table.columns]
+    if missing:
+        raise ValueError(f"{predictions_path}: missing column(s) {missing}")
+    meta = summary.get("metadata") or {}
+    try:
+        y_true = label_indices(table["true"].to_numpy(), classes)
+    except ValueError as e:
+        raise ValueError(f"{predictions_path}: {e}") from None
+    return Evaluation(
+        model=model, classes=classes, y_true=y_true,
+        y_prob=table[[f"prob_{c}" for c in classes]].to_numpy(float), ids=table["id"].to_numpy(),
+        fold=table["fold"].to_numpy() if "fold" in table else None,
+        repeat=table["repeat"].to_numpy() if "repeat" in table else None,
+        groups=table["group"].to_numpy() if "group" in table else None,
+        train_seconds=meta.get("train_seconds"), params=meta.get("params"), flops=meta.get("flops"),
+        throughput=meta.get("throughput"), pretrained_source=meta.get("pretrained_source"),
+        extra=meta.get("extra") or {})
+
+
+def load_all(root: str | os.PathLike) -> dict[str, Evaluation]:
+    """Every evaluation saved under ``root`` (any depth), keyed by its folder relative to ``root``
+    (two runs of one architecture, e.g. pretrained and from scratch, stay apart)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such folder of evaluations")
+    return {path.parent.relative_to(root).as_posix(): load_evaluation(path.parent)
+            for path in sorted(root.rglob(METRICS))}

@@ -1,0 +1,63 @@
+"""The reference report in git: which files of the published report are committed, and staging them.
+
+``make publish`` runs the full study (``make report``) and then ``python -m bloodlib stage``: the index, the
+pages and, of the run they were made from, its results (run record, run log, data manifest and cleaning
+tables, metrics, predictions, histories, comparison), but no checkpoint, cache, lock or executed notebook (the
+pages show what the notebooks hold; they stay in the local run folder). Files of earlier published runs leave
+the index of git. Nothing is committed: the person publishing reviews ``git status`` and commits.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+MAX_BYTES = 20 * 2**20  # what the committed report may weigh
+# Of the run folder: checkpoints, decoded caches, locks, temporary and hidden files; the executed notebooks,
+# which repeat the pages' figures (6 MB of a full run); and the run's own copy of the pages and index, which
+# report/pages and report/index.html already hold. They stay in the local run folder.
+LEFT_OUT = ("*.pt", "*.npy", "*.lock", ".*", "notebooks/*.ipynb", "pages/*.html", "index.html")
+
+
+def published_run(report_dir: Path) -> Path:
+    """The run folder the published index was made from (``published.json``)."""
+    record = Path(report_dir) / "published.json"
+    if not record.is_file():
+        raise FileNotFoundError(f"{record}: nothing published here (run `make report` first)")
+    return Path(report_dir) / json.loads(record.read_text(encoding="utf-8"))["run"]
+
+
+def committed_files(report_dir: Path) -> list[Path]:
+    """The files of the published report that belong in git, in a stable order."""
+    report_dir = Path(report_dir)
+    run_dir = published_run(report_dir)
+    files = [report_dir / "index.html", report_dir / "published.json", *sorted((report_dir / "pages").rglob("*"))]
+    files += sorted(p for p in run_dir.rglob("*")
+                    if not any(p.relative_to(run_dir).match(pattern) for pattern in LEFT_OUT)
+                    and not any(part.startswith(".") for part in p.relative_to(run_dir).parts))
+    return [p for p in files if p.is_file()]
+
+
+def stage(report_dir: Path, repo: Path) -> list[Path]:
+    """``git add`` the committed files of the report (they are ignored otherwise), ``git rm --cached`` those of
+    earlier runs; refuses a report over :data:`MAX_BYTES`."""
+    files = committed_files(report_dir)
+    size = sum(p.stat().st_size for p in files)
+    if size > MAX_BYTES:
+        raise ValueError(f"{report_dir}: the report to commit weighs {size / 2**20:.1f} MB, over "
+                         f"{MAX_BYTES / 2**20:.0f} MB; nothing was staged")
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError(f"git {' '.join(args[:2])}: {done.stderr.strip()}")
+        return done.stdout
+
+    relative = [p.resolve().relative_to(Path(repo).resolve()).as_posix() for p in files]
+    tracked = set(git("ls-files", "--", Path(report_dir).resolve().relative_to(Path(repo).resolve()).as_posix())
+                  .split())
+    stale = sorted(tracked - set(relative) - {f"{Path(report_dir).name}/README.md"})
+    if stale:
+        git("rm", "--cached", "--quiet", "--", *stale)
+    git("add", "--force", "--", *relative)
+    return files

@@ -1,0 +1,133 @@
+"""Notebook 07: every model side by side, paired tests, and a conclusion written from the numbers."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pandas as pd
+
+from bloodlib import evaluation
+from bloodlib.utils import fileio
+
+ALPHA = 0.05
+
+
+@dataclasses.dataclass
+class Comparison:
+    table: pd.DataFrame  # one row per model: metrics with CIs, parameters, FLOPs, times
+    mcnemar: pd.DataFrame  # every pair on the same test images
+    fold_tests: pd.DataFrame | None  # every pair over the same folds (cross-validation only)
+    evaluations: dict[str, evaluation.Evaluation]
+
+
+def compare(models_dir: str | Path, *, n: int = 2000, seed: int = 0) -> Comparison:
+    """Load every saved evaluation under ``models_dir`` and compare them on the same test images."""
+    evals = evaluation.load_all(models_dir)
+    if not evals:
+        raise FileNotFoundError(f"{models_dir}: no saved evaluation (metrics.json); run notebooks 04-06 first")
+    table = evaluation.comparison_table(evals, n=n, seed=seed)
+    table.insert(0, "mode", [ev.extra.get("mode") for ev in evals.values()])
+    table.insert(1, "image_size", [str(ev.extra.get("image_size")) for ev in evals.values()])
+    table["fold_macro_f1"] = [_fold_mean(ev) for ev in evals.values()]
+    table["validation_accuracy"] = [(ev.extra.get("validation") or {}).get("accuracy", float("nan"))
+                                    for ev in evals.values()]
+    table = table.sort_values("macro_f1", ascending=False)
+    folds = None
+    if all(ev.fold is not None for ev in evals.values()) and len(evals) > 1:
+        folds = evaluation.pairwise_fold_tests(evals)
+    return Comparison(table, evaluation.pairwise_mcnemar(evals), folds, evals)
+
+
+def further_test_sets(output_dir: str | Path, *, n: int = 2000, seed: int = 0) -> dict[str, Comparison]:
+    """The models compared on each further test set of the dataset (``output_dir/extra/<split>``, such as
+    TEST_SIMPLE of kaggle-augmented), kept apart from the main comparison."""
+    root = Path(output_dir) / "extra"
+    found = sorted({path.parent.parent for path in root.glob("*/*/metrics.json")})
+    return {p.name: compare(p, n=n, seed=seed) for p in found}
+
+
+def _fold_mean(ev: evaluation.Evaluation) -> float:
+    if ev.fold is None:
+        return float("nan")
+    return float(evaluation.fold_metrics(ev)["macro_f1"].mean())
+
+
+def display_table(comparison: Comparison) -> pd.DataFrame:
+    """The table a reader wants: "0.912 [0.881, 0.940]" per metric, sizes and times rounded."""
+    table = comparison.table
+    shown = pd.DataFrame(index=table.index)
+    for metric in evaluation.HEADLINE:
+        shown[evaluation.METRIC_LABELS[metric]] = [f"{v:.3f} [{lo:.3f}, {hi:.3f}]" for v, lo, hi in
+                       zip(table[metric], table[f"{metric}_low"], table[f"{metric}_high"])]
+    if "validation_accuracy" in table and table["validation_accuracy"].notna().any():
+        shown["validation accuracy"] = table["validation_accuracy"].round(3)  # beside the test's: is it honest?
+    shown["parameters (M)"] = (table["params"] / 1e6).round(2)
+    shown["GFLOPs / image"] = (table["flops"] / 1e9).round(3)
+    shown["training time (s)"] = table["train_seconds"].round(0)
+    shown["inference (images/s)"] = table["throughput"].round(0)
+    shown["weights"] = table["pretrained_source"]
+    shown["test images"] = table["n_test"]
+    return shown
+
+
+def conclusion(comparison: Comparison, alpha: float = ALPHA) -> str:
+    """A paragraph that states the ranking and says plainly which differences are significant."""
+    table, pairs = comparison.table, comparison.mcnemar
+    best = table.index[0]
+    row = table.loc[best]
+    lines = [f"**{best}** has the highest macro-F1 on the {int(row['n_test'])} test predictions: "
+             f"{row['macro_f1']:.3f} (95% CI {row['macro_f1_low']:.3f}–{row['macro_f1_high']:.3f}), balanced "
+             f"accuracy {row['balanced_accuracy']:.3f} ({row['balanced_accuracy_low']:.3f}–"
+             f"{row['balanced_accuracy_high']:.3f})."]
+    for other in table.index[1:]:
+        o = table.loc[other]
+        overlap = o["macro_f1_high"] >= row["macro_f1_low"]
+        lines.append(f"{other}: macro-F1 {o['macro_f1']:.3f} ({o['macro_f1_low']:.3f}–{o['macro_f1_high']:.3f})"
+                     + (", its interval overlapping the best one's." if overlap else ", its interval below the best one's."))
+    if len(pairs):
+        grouped = pairs["method"].str.startswith("sign-flip").any()
+        test = "a paired permutation test over source smears" if grouped else "McNemar's test"
+        short = "permutation" if grouped else "McNemar"
+        significant = pairs[pairs["p_holm"] < alpha]
+        if significant.empty:
+            lines.append(f"{test[0].upper() + test[1:]} finds **no significant difference** between any two models "
+                         f"on the same test images (every Holm-adjusted p ≥ {alpha}): with this little data the "
+                         f"ranking above may be chance.")
+        else:
+            for r in significant.itertuples():
+                better = r.model_a if r.accuracy_a > r.accuracy_b else r.model_b
+                lines.append(f"{r.model_a} vs {r.model_b}: {short} p = {r.p_value:.3g} (Holm {r.p_holm:.3g}); "
+                             f"**{better}** is significantly more accurate.")
+            rest = pairs[pairs["p_holm"] >= alpha]
+            for r in rest.itertuples():
+                lines.append(f"{r.model_a} vs {r.model_b}: not significant ({short} p = {r.p_value:.3g}, "
+                             f"Holm {r.p_holm:.3g}).")
+        if grouped:
+            lines.append("The test images are augmented copies of fewer source smears, so the paired test and the "
+                         "intervals count smears, not copies.")
+    if comparison.fold_tests is not None and len(comparison.fold_tests):
+        significant = comparison.fold_tests[comparison.fold_tests["p_holm"] < alpha]
+        lines.append("Over folds (corrected resampled t-test of macro-F1, Nadeau-Bengio, Holm-adjusted): "
+                     + ("no pair differs significantly." if significant.empty else
+                        "; ".join(f"{r.model_a} vs {r.model_b} differ (p = {r.p_value:.3g}, Holm {r.p_holm:.3g})"
+                                  for r in significant.itertuples()) + "."))
+    sources = set(table["pretrained_source"].fillna("scratch"))
+    lines.append("All models were trained from scratch (no ImageNet weights could be fetched)."
+                 if sources == {"scratch"} else f"Weights: {', '.join(sorted(sources))}.")
+    return "\n\n".join(lines)
+
+
+def save(comparison: Comparison, folder: str | Path, figure=None) -> Path:
+    """``comparison.csv``/``.json``, the paired tests and the headline figure, for the report's index page."""
+    folder = Path(folder)
+    fileio.write_csv(folder / "comparison.csv", comparison.table, index=True)
+    fileio.write_json(folder / "comparison.json", {
+        "table": comparison.table.reset_index().to_dict(orient="records"),
+        "mcnemar": comparison.mcnemar.to_dict(orient="records"),
+        "fold_tests": None if comparison.fold_tests is None else comparison.fold_tests.to_dict(orient="records"),
+        "conclusion": conclusion(comparison),
+    })
+    if figure is not None:
+        with fileio.atomic_path(folder / "headline.png") as tmp:
+            figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    return folder
