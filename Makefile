@@ -15,7 +15,7 @@ RESUMING := $(filter-out 0 no false,$(RESUME))
 RESUME_ARGS := $(if $(RESUMING),--resume $(filter-out 1 yes true,$(RESUMING)))
 PROFILE_ARGS := $(if $(and $(RESUMING),$(filter file,$(origin PROFILE))),,--profile $(PROFILE))
 
-.PHONY: venv test-venv report publish smoke test unit notebooks sync benchmark lab clean
+.PHONY: venv test-venv report publish smoke test layers unit notebooks sync benchmark lab clean
 
 venv: $(VENV)/.installed
 
@@ -34,7 +34,7 @@ $(VENV)/.test-installed: requirements-test.txt $(VENV)/.installed
 	$(PY) -m pip install --quiet -r requirements-test.txt
 	touch $@
 
-## make report [PROFILE=smoke] [ARGS="-p image_size 96 -p epochs 40"] [RESUME=1]: run notebooks 01-07, render report/
+## make report [PROFILE=smoke] [ARGS="-p image_size 96 -p epochs 40"] [RESUME=1]: run notebooks 01-08, render report/
 report: venv
 	$(PY) -m bloodlib run $(PROFILE_ARGS) $(ARGS) $(RESUME_ARGS)
 
@@ -45,8 +45,12 @@ publish: report
 smoke:
 	$(MAKE) report PROFILE=smoke
 
-## make test: unit tests, then every notebook under nbmake with the smoke profile
-test: unit notebooks
+## make test: the import layers, unit tests, then every notebook under nbmake with the smoke profile
+test: layers unit notebooks
+
+# each stage of src/bloodlib imports only from the stages below it (pyproject.toml, [tool.importlinter])
+layers: test-venv
+	$(VENV)/bin/lint-imports
 
 unit: test-venv
 	$(PY) -m pytest tests

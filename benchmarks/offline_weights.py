@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 
 from bloodlib import models
+from bloodlib.models import factory
 
 
 def main(argv=None) -> pd.DataFrame:
@@ -34,7 +35,7 @@ def main(argv=None) -> pd.DataFrame:
         torch.hub.set_dir(str(Path(folder) / "torch"))
         try:
             for name in args.models:
-                host_answers = models._host_answers(models.get_spec(name).weights_host)
+                host_answers = factory._host_answers(models.get_spec(name).weights_host)
                 start = time.perf_counter()
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # the "training from scratch" warning is expected here

@@ -68,7 +68,7 @@ settings
 # CSV and every file it names.
 
 # %%
-from bloodlib.data import acquire
+from bloodlib.data import acquire, layout
 
 root = datasets.locate(settings, source)
 print("dataset:", settings.dataset)
@@ -85,8 +85,8 @@ print("sources:", acquire.read_sources(root, settings.dataset) or "a local folde
 # missing ones).
 
 # %%
-layout = acquire.verify_layout(root, dataset=settings.dataset)
-pd.Series({k: v for k, v in layout.items() if k != "root"}, name="files").to_frame()
+counts = layout.verify_layout(root, dataset=settings.dataset)
+pd.Series({k: v for k, v in counts.items() if k != "root"}, name="files").to_frame()
 
 # %% [markdown]
 # ## The data manifest

@@ -116,6 +116,8 @@ def check_figure(fig) -> None:
     - Axes that show pictures (``imshow``: sample grids, mean images, Grad-CAM overlays) have no axes in a
       reader's sense and need no axis labels; the figure's title says what they show. Empty axes (the
       unused cells of a grid) are ignored.
+    - Every text drawn in an axes (heatmap cells, counts on bars, point annotations) lies inside that axes, as
+      drawn: a text outside it belongs to no cell a reader can see, or sits on a neighbouring panel.
     """
     from matplotlib.figure import Figure
 
@@ -130,6 +132,34 @@ def check_figure(fig) -> None:
         for axis, shared in (("x", ax.get_shared_x_axes()), ("y", ax.get_shared_y_axes())):
             labels = [getattr(other, f"get_{axis}label")() for other in shared.get_siblings(ax)]
             assert any(label.strip() for label in labels), f"{title!r}, axes {ax.get_title()!r}: no {axis} label"
+    renderer = _drawn(fig)
+    for ax in fig.axes:
+        inside = ax.get_window_extent(renderer).padded(1)  # a pixel of rounding
+        for text in ax.texts:
+            if text.get_visible() and text.get_text().strip():
+                box = text.get_window_extent(renderer)
+                assert inside.contains(box.x0, box.y0) and inside.contains(box.x1, box.y1), \
+                    f"{title!r}, axes {ax.get_title()!r}: text {text.get_text()!r} lies outside its axes"
+
+
+def tick_labels(ax, axis: str) -> list[str]:
+    """The tick labels a reader sees on ``axis`` ("x" or "y") of ``ax``, in order: visible, at a tick inside the
+    axis' view limits (a shared axis can carry ticks another panel set)."""
+    _drawn(ax.figure)
+    which = getattr(ax, f"{axis}axis")
+    low, high = sorted(which.get_view_interval())
+    locations = which.get_majorticklocs()
+    return [tick.label1.get_text() for location, tick in zip(locations, which.get_major_ticks(len(locations)))
+            if low <= location <= high and tick.label1.get_visible()]
+
+
+def _drawn(fig):
+    """Draw ``fig`` with Agg (texts and tick labels get their final place) and return the renderer."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+    canvas.draw()
+    return canvas.get_renderer()
 
 
 class LocalServer:

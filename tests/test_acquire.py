@@ -1,4 +1,5 @@
-"""Tests of bloodlib.acquire: layout checks on the real data, downloads against a local server only.
+"""Tests of bloodlib.data's acquire, layout, download and fingerprint: layout checks on the real data, downloads
+against a local server only.
 
 Nothing here reaches the internet: archives are served by a ThreadingHTTPServer on 127.0.0.1 and
 ``kagglehub`` is replaced by a fake module.
@@ -17,9 +18,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bloodlib.data import acquire
+from bloodlib.data import acquire, fingerprint, layout, sources
 from bloodlib import config
-from bloodlib.data.acquire import DataLayoutError, DownloadError, UnsafeArchiveError
+from bloodlib.data.download import DownloadError, UnsafeArchiveError, download, safe_extract
+from bloodlib.data.layout import DataLayoutError
 from conftest import LocalServer, zip_bytes
 
 
@@ -132,7 +134,7 @@ def leftovers(folder: Path) -> list[str]:
 
 # ------------------------------------------------------------------------------------- real data
 def test_real_layout_counts(real_data):
-    summary = acquire.verify_layout(real_data, require_boxes=True)
+    summary = layout.verify_layout(real_data, require_boxes=True)
     assert summary["dataset-master/JPEGImages"] == 366
     assert summary["BCCD_Dataset/BCCD/Annotations"] == 364
     assert summary["BCCD_Dataset/BCCD/JPEGImages"] == 364
@@ -141,12 +143,12 @@ def test_real_layout_counts(real_data):
 
 
 def test_real_layout_counts_kaggle_augmented(real_dataset2):
-    summary = acquire.verify_layout(real_dataset2, dataset="kaggle-augmented")
+    summary = layout.verify_layout(real_dataset2, dataset="kaggle-augmented")
     assert summary["dataset2-master/images/TRAIN/NEUTROPHIL"] == 2499
     assert summary["dataset2-master/images/TEST_SIMPLE/MONOCYTE"] == 4
     assert not any(k.startswith(("dataset-master", "BCCD_Dataset")) or k == "boxes" for k in summary)
     with pytest.raises(ValueError, match="require_boxes is for the bccd smears"):
-        acquire.verify_layout(real_dataset2, dataset="kaggle-augmented", require_boxes=True)
+        layout.verify_layout(real_dataset2, dataset="kaggle-augmented", require_boxes=True)
 
 
 def test_find_data_uses_named_folder_as_is(real_data, monkeypatch, tmp_path):
@@ -159,7 +161,7 @@ def test_find_data_uses_named_folder_as_is(real_data, monkeypatch, tmp_path):
 
 
 def test_real_manifest(real_data, tmp_path):
-    manifest = acquire.data_manifest(real_data, acquire.dataset_files("bccd", real_data))
+    manifest = fingerprint.data_manifest(real_data, fingerprint.dataset_files("bccd", real_data))
     assert list(manifest.columns) == ["path", "bytes", "sha256"]
     assert manifest["path"].is_unique and manifest["path"].is_monotonic_increasing
     assert manifest["path"].str.startswith(("dataset-master/", "BCCD_Dataset/")).all()
@@ -168,16 +170,16 @@ def test_real_manifest(real_data, tmp_path):
     raw = (real_data / "dataset-master/labels.csv").read_bytes()
     assert row["bytes"] == len(raw) and row["sha256"] == hashlib.sha256(raw).hexdigest()
 
-    checksum = acquire.manifest_checksum(manifest)
-    assert checksum == acquire.manifest_checksum(manifest.sample(frac=1, random_state=0))  # order-free
+    checksum = fingerprint.manifest_checksum(manifest)
+    assert checksum == fingerprint.manifest_checksum(manifest.sample(frac=1, random_state=0))  # order-free
     changed = manifest.copy()
     changed.loc[0, "sha256"] = "0" * 64
-    assert acquire.manifest_checksum(changed) != checksum
+    assert fingerprint.manifest_checksum(changed) != checksum
 
-    out = acquire.write_manifest(manifest, tmp_path / "run" / "data_manifest.csv")
+    out = fingerprint.write_manifest(manifest, tmp_path / "run" / "data_manifest.csv")
     back = pd.read_csv(out)
     pd.testing.assert_frame_equal(back, manifest)
-    assert acquire.manifest_checksum(back) == checksum
+    assert fingerprint.manifest_checksum(back) == checksum
     assert sorted(p.name for p in out.parent.iterdir()) == ["data_manifest.csv"]
 
 
@@ -196,7 +198,7 @@ def _dataset_master(root: Path, n_images: int = 3, jpeg_images: bool = True) -> 
 def test_missing_jpegimages_names_folder_expected_found(tmp_path):
     dm = _dataset_master(tmp_path, jpeg_images=False)
     with pytest.raises(DataLayoutError) as err:
-        acquire.verify_layout(tmp_path)
+        layout.verify_layout(tmp_path)
     msg = str(err.value)
     assert str(dm) in msg and "expected a folder JPEGImages/" in msg and "found Annotations/, labels.csv" in msg
 
@@ -204,24 +206,24 @@ def test_missing_jpegimages_names_folder_expected_found(tmp_path):
 def test_too_few_images(tmp_path):
     dm = _dataset_master(tmp_path, n_images=3)
     with pytest.raises(DataLayoutError, match=r"expected 366 \*\.jpg files, found 3") as err:
-        acquire.verify_layout(tmp_path)
+        layout.verify_layout(tmp_path)
     assert str(dm / "JPEGImages") in str(err.value)
-    assert acquire.verify_layout(tmp_path, strict_counts=False)["dataset-master/JPEGImages"] == 3
+    assert layout.verify_layout(tmp_path, strict_counts=False)["dataset-master/JPEGImages"] == 3
 
 
 def test_missing_data_folder_and_dataset_master_itself(tmp_path):
     with pytest.raises(DataLayoutError, match="expected a folder dataset-master/, found an empty folder"):
-        acquire.verify_layout(tmp_path)
+        layout.verify_layout(tmp_path)
     dm = _dataset_master(tmp_path)
     with pytest.raises(DataLayoutError, match="pass its parent folder"):
-        acquire.verify_layout(dm, strict_counts=False)
+        layout.verify_layout(dm, strict_counts=False)
 
 
 def test_missing_boxes_said_clearly(tmp_path):
     _dataset_master(tmp_path)
-    assert acquire.verify_layout(tmp_path, strict_counts=False)["boxes"] is False
+    assert layout.verify_layout(tmp_path, strict_counts=False)["boxes"] is False
     with pytest.raises(DataLayoutError, match="BCCD_Dataset/.*crop mode"):
-        acquire.verify_layout(tmp_path, require_boxes=True, strict_counts=False)
+        layout.verify_layout(tmp_path, require_boxes=True, strict_counts=False)
 
 
 def test_named_wrong_folder_never_downloads(tmp_path, server, monkeypatch):
@@ -244,8 +246,8 @@ def test_bad_arguments(tmp_path):
 # ------------------------------------------------------------------------------------------ download
 def test_download_good(server, archives, tmp_path):
     body = archives["bccd.zip"]
-    dest = acquire.download(server.url("bccd.zip"), tmp_path / "a.zip", progress=False,
-                            expected_sha256=hashlib.sha256(body).hexdigest(), expected_size=len(body))
+    dest = download(server.url("bccd.zip"), tmp_path / "a.zip", progress=False,
+                    expected_sha256=hashlib.sha256(body).hexdigest(), expected_size=len(body))
     assert dest.read_bytes() == body and leftovers(tmp_path) == []
 
 
@@ -259,12 +261,12 @@ def test_download_failure_leaves_nothing(server, tmp_path, name, kwargs, problem
     old = tmp_path / "old.zip"
     old.write_bytes(b"previous good copy")
     with pytest.raises(DownloadError, match=problem) as err:
-        acquire.download(server.url(name), old, progress=False, **kwargs)
+        download(server.url(name), old, progress=False, **kwargs)
     assert server.url(name) in str(err.value)
     assert old.read_bytes() == b"previous good copy"  # existing dest untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["old.zip"]  # no half file
     with pytest.raises(DownloadError):
-        acquire.download(server.url(name), tmp_path / "new.zip", progress=False, **kwargs)
+        download(server.url(name), tmp_path / "new.zip", progress=False, **kwargs)
     assert not (tmp_path / "new.zip").exists() and leftovers(tmp_path) == []
 
 
@@ -272,11 +274,11 @@ def test_download_failure_leaves_nothing(server, tmp_path, name, kwargs, problem
 def test_safe_extract_good(archives, tmp_path):
     archive = tmp_path / "bccd.zip"
     archive.write_bytes(archives["bccd.zip"])
-    out = acquire.safe_extract(archive, tmp_path / "out")
+    out = safe_extract(archive, tmp_path / "out")
     assert len(list((out / "BCCD_Dataset-master/BCCD/JPEGImages").glob("*.jpg"))) == 3
     assert leftovers(tmp_path) == []
     with pytest.raises(ValueError, match="not empty"):
-        acquire.safe_extract(archive, out)
+        safe_extract(archive, out)
 
 
 @pytest.mark.parametrize("name, member", [("evil.zip", "../evil.txt"),
@@ -286,7 +288,7 @@ def test_safe_extract_refuses_escaping_members(archives, tmp_path, name, member)
     archive.write_bytes(archives[name])
     target = tmp_path / "out" / "target"
     with pytest.raises(UnsafeArchiveError) as err:
-        acquire.safe_extract(archive, target)
+        safe_extract(archive, target)
     assert isinstance(err.value, ValueError) and isinstance(err.value, DownloadError)
     assert str(archive) in str(err.value) and repr(member) in str(err.value)
     assert list((tmp_path / "out").iterdir()) == []  # nothing extracted, not even the safe member
@@ -301,7 +303,7 @@ def test_safe_extract_refuses_zip_symlink(tmp_path):
         zf.writestr("data/inside.txt", b"fine")
         zf.writestr(link, "../../etc/passwd")
     with pytest.raises(UnsafeArchiveError, match="'data/link'.*symlink member"):
-        acquire.safe_extract(archive, tmp_path / "out")
+        safe_extract(archive, tmp_path / "out")
     assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
 
 
@@ -313,7 +315,7 @@ def test_safe_extract_refuses_tar(tmp_path):
     with tarfile.open(archive, "w") as tf:
         tf.addfile(tarfile.TarInfo("data/empty.txt"))
     with pytest.raises(DownloadError, match="data.tar: not a zip archive"):
-        acquire.safe_extract(archive, tmp_path / "out")
+        safe_extract(archive, tmp_path / "out")
     assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
 
 
@@ -321,7 +323,7 @@ def test_safe_extract_not_an_archive(tmp_path):
     junk = tmp_path / "junk.zip"
     junk.write_bytes(b"PK\x03\x04 not really")
     with pytest.raises(DownloadError, match="junk.zip"):
-        acquire.safe_extract(junk, tmp_path / "out")
+        safe_extract(junk, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
@@ -331,7 +333,7 @@ def test_find_data_github_end_to_end_then_cached(server, tmp_path, no_local):
     root = acquire.find_data(source="github", cache=cache, strict_counts=False, quiet=True,
                              urls=server.urls(), require_boxes=True)
     assert root == cache.resolve() and sorted(server.hits) == ["bccd.zip", "cosmicad.zip"]
-    summary = acquire.verify_layout(root, require_boxes=True, strict_counts=False)
+    summary = layout.verify_layout(root, require_boxes=True, strict_counts=False)
     assert summary["dataset-master/JPEGImages"] == 3 and summary["BCCD_Dataset/BCCD/Annotations"] == 3
     # BCCD_Dataset-master/ normalised to BCCD_Dataset/ holding the data and its licence only
     assert sorted(p.name for p in (root / "BCCD_Dataset").iterdir()) == ["BCCD", "LICENSE"]
@@ -353,7 +355,7 @@ def test_auto_falls_from_kaggle_to_github(server, tmp_path, monkeypatch, no_loca
         monkeypatch.setitem(sys.modules, "kagglehub", None)
     else:
         fake_kagglehub(monkeypatch, failure)
-    caplog.set_level(logging.WARNING, logger="bloodlib.acquire")
+    caplog.set_level(logging.WARNING, logger="bloodlib.data.acquire")
     root = acquire.find_data(cache=tmp_path / "cache", strict_counts=False, urls=server.urls())
     assert (root / "dataset-master" / "labels.csv").is_file() and (root / "BCCD_Dataset").is_dir()
     reason = "ConnectionError: no network" if failure else "ModuleNotFoundError"
@@ -365,15 +367,15 @@ def test_kaggle_nested_layout(server, tmp_path, monkeypatch, no_local):
     cache = tmp_path / "cache"
     root = acquire.find_data(source="kaggle", cache=cache, strict_counts=False, quiet=True,
                              urls=server.urls(), require_boxes=True)
-    assert calls == [acquire.KAGGLE_HANDLE] and server.hits == ["bccd.zip"]  # boxes from GitHub
-    acquire.verify_layout(root, require_boxes=True, strict_counts=False)
+    assert calls == [sources.KAGGLE_HANDLE] and server.hits == ["bccd.zip"]  # boxes from GitHub
+    layout.verify_layout(root, require_boxes=True, strict_counts=False)
     # dataset2-master came with the Kaggle download: a kaggle-augmented run finds it in the cache
-    summary = acquire.verify_layout(root, dataset="kaggle-augmented", strict_counts=False)
+    summary = layout.verify_layout(root, dataset="kaggle-augmented", strict_counts=False)
     assert summary["dataset2-master/images/TEST/MONOCYTE"] == 1
     assert (root / "dataset-master/JPEGImages/BloodImage_00001.jpg").is_file()
-    assert acquire.read_sources(root)["dataset-master"]["origin"] == f"kaggle:{acquire.KAGGLE_HANDLE}"
+    assert acquire.read_sources(root)["dataset-master"]["origin"] == f"kaggle:{sources.KAGGLE_HANDLE}"
     assert acquire.find_data(cache=cache, strict_counts=False, urls=server.urls()) == root
-    assert calls == [acquire.KAGGLE_HANDLE] and server.hits == ["bccd.zip"]  # second call: nothing
+    assert calls == [sources.KAGGLE_HANDLE] and server.hits == ["bccd.zip"]  # second call: nothing
 
 
 def test_kaggle_download_without_the_data(server, tmp_path, monkeypatch, no_local):
@@ -415,7 +417,7 @@ def _settings(tmp_path: Path, dataset: str, data_dir: Path | None = None) -> con
 def test_kaggle_augmented_needs_and_fingerprints_dataset2_only(tmp_path, no_local):
     root = _dataset2_only(tmp_path / "data")
     assert acquire.find_data(root, dataset="kaggle-augmented", strict_counts=False) == root.resolve()
-    files = acquire.dataset_files("kaggle-augmented", root)
+    files = fingerprint.dataset_files("kaggle-augmented", root)
     assert len(files) == 12 and all(f.startswith("dataset2-master/images/") for f in files)
     with pytest.raises(DataLayoutError, match="expected a folder dataset-master/"):
         acquire.find_data(root, strict_counts=False)  # bccd needs dataset-master, kaggle-augmented does not
@@ -423,8 +425,8 @@ def test_kaggle_augmented_needs_and_fingerprints_dataset2_only(tmp_path, no_loca
         acquire.find_data(root, dataset="kaggle-augmented", require_boxes=True, strict_counts=False)
 
     _dataset_master(root)  # a data root holding more than the run reads: the rest stays out of the fingerprint
-    assert acquire.dataset_files("kaggle-augmented", root) == files
-    assert all(f.startswith("dataset-master/") for f in acquire.dataset_files("bccd", root))
+    assert fingerprint.dataset_files("kaggle-augmented", root) == files
+    assert all(f.startswith("dataset-master/") for f in fingerprint.dataset_files("bccd", root))
 
 
 def test_kaggle_augmented_download_from_kaggle_only(server, tmp_path, monkeypatch, no_local):
@@ -432,12 +434,12 @@ def test_kaggle_augmented_download_from_kaggle_only(server, tmp_path, monkeypatc
     cache = tmp_path / "cache"
     root = acquire.find_data(dataset="kaggle-augmented", cache=cache, strict_counts=False, quiet=True,
                              urls=server.urls())
-    assert calls == [acquire.KAGGLE_HANDLE] and server.hits == []  # no WBC boxes fetched: this run has no use
-    assert acquire.verify_layout(root, dataset="kaggle-augmented", strict_counts=False)[
+    assert calls == [sources.KAGGLE_HANDLE] and server.hits == []  # no WBC boxes fetched: this run has no use
+    assert layout.verify_layout(root, dataset="kaggle-augmented", strict_counts=False)[
         "dataset2-master/images/TRAIN/EOSINOPHIL"] == 1
     assert set(acquire.read_sources(root, "kaggle-augmented")) == {"dataset2-master"}
     assert acquire.find_data(dataset="kaggle-augmented", cache=cache, strict_counts=False) == root
-    assert calls == [acquire.KAGGLE_HANDLE]  # second call: the cache
+    assert calls == [sources.KAGGLE_HANDLE]  # second call: the cache
 
 
 def test_kaggle_augmented_is_not_on_github(server, tmp_path, no_local):
@@ -458,7 +460,7 @@ def test_real_record_per_dataset(real_data, real_dataset2, tmp_path):
         records[dataset] = record = datasets.write_data_record(settings, root)
         manifest = pd.read_csv(settings.output_dir / "data" / "data_manifest.csv")
         assert record["dataset"] == dataset and record["root"] == str(real_data.resolve())
-        assert record["files"] == len(manifest) and record["checksum"] == acquire.manifest_checksum(manifest)
+        assert record["files"] == len(manifest) and record["checksum"] == fingerprint.manifest_checksum(manifest)
         parts = manifest["path"].str.split("/").str[0].unique()
         if dataset == "bccd":
             assert sorted(parts) == ["BCCD_Dataset", "dataset-master"]
@@ -502,7 +504,7 @@ def test_folder_dataset_needs_no_bccd(tmp_path, no_local):
     with pytest.raises(ValueError, match="source='github' downloads the Kaggle data"):
         datasets.locate(settings, "github")
     with pytest.raises(ValueError, match="not the data root"):
-        acquire.verify_layout(tmp_path, dataset=f"folder:{folder}")
+        layout.verify_layout(tmp_path, dataset=f"folder:{folder}")
     with pytest.raises(ValueError, match="own_root"):
         acquire.find_data(dataset=f"folder:{folder}")
     with pytest.raises(FileNotFoundError, match="missing: dataset folder not found"):

@@ -13,6 +13,7 @@ import torch  # noqa: E402
 import torchvision  # noqa: E402
 from torch import nn  # noqa: E402
 
+from bloodlib import plots  # noqa: E402
 from bloodlib.evaluation import explain  # noqa: E402
 from bloodlib import models as models_  # noqa: E402  (the fixture is `models`)
 from conftest import check_figure  # noqa: E402
@@ -104,7 +105,7 @@ def test_gradcam_figure_titles_true_and_predicted(models):
     labels = np.array([0, 1, 2, 3, 0, 1])
     positions = explain.samples_per_class(labels, per_class=1, seed=0)
     assert sorted(labels[positions]) == [0, 1, 2, 3]
-    fig = explain.gradcam_figure(models["resnet18"], _images(4, 64), labels[:4], CLASSES, ncols=2)
+    fig = plots.gradcam_figure(models["resnet18"], _images(4, 64), labels[:4], CLASSES, ncols=2)
     check_figure(fig)
     titles = [ax.get_title() for ax in fig.axes if ax.get_images()]
     assert len(titles) == 4 and titles[0].startswith("EOSINOPHIL /") and titles[0].endswith(")")

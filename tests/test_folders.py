@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from bloodlib import config
-from bloodlib.data import datasets, folders, images
+from bloodlib.data import datasets, folders, images, sources
 from bloodlib.data.cleaning import CleaningParams
 from conftest import augment, data_root
 
@@ -50,14 +50,14 @@ def make_folder(root: Path, smears: dict[str, list[Path]]) -> Path:
 # --- the dataset parameter ---------------------------------------------------------------------
 
 def test_parse_dataset():
-    assert folders.parse_dataset("bccd") == ("bccd", None)
-    assert folders.parse_dataset(" Kaggle-Augmented ") == ("kaggle-augmented", None)
-    assert folders.parse_dataset("folder:/data/cells") == ("folder", "/data/cells")
-    assert folders.parse_dataset("csv:/data/list.csv") == ("csv", "/data/list.csv")
-    assert folders.parse_dataset("folder:~/cells")[1] == str(Path("~/cells").expanduser())
+    assert sources.parse_dataset("bccd") == ("bccd", None)
+    assert sources.parse_dataset(" Kaggle-Augmented ") == ("kaggle-augmented", None)
+    assert sources.parse_dataset("folder:/data/cells") == ("folder", "/data/cells")
+    assert sources.parse_dataset("csv:/data/list.csv") == ("csv", "/data/list.csv")
+    assert sources.parse_dataset("folder:~/cells")[1] == str(Path("~/cells").expanduser())
     for bad in ("imagenet", "kaggle", "folder:", "csv", "", "bccd:/x"):
         with pytest.raises(ValueError, match="unknown dataset.*'kaggle-augmented'.*folder:"):
-            folders.parse_dataset(bad)
+            sources.parse_dataset(bad)
 
 
 # --- dataset2-master ---------------------------------------------------------------------------

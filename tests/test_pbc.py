@@ -16,10 +16,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from bloodlib.data import acquire, classes, cleaning, datasets, folders
+from bloodlib.data import acquire, classes, cleaning, datasets, fingerprint, folders, layout, sources
 from bloodlib import config
 from bloodlib.pipeline import report
-from bloodlib.data.acquire import PBC_COUNTS, PBC_FOLDER, DataLayoutError, DownloadError
+from bloodlib.data.download import DownloadError
+from bloodlib.data.layout import PBC_COUNTS, DataLayoutError
+from bloodlib.data.sources import PBC_FOLDER
 from conftest import zip_bytes
 
 
@@ -79,14 +81,14 @@ def server(archives, serve):
 @pytest.fixture
 def no_local(monkeypatch):
     """No named folder and no ../shared/data/pbc: ``auto`` goes on to the cache and the downloads."""
-    monkeypatch.delenv(acquire.ENV_PBC, raising=False)
+    monkeypatch.delenv(sources.ENV_PBC, raising=False)
     monkeypatch.setattr(acquire, "local_candidates", lambda name="bccd": [])
 
 
 @pytest.fixture
 def small_counts(monkeypatch):
     """The synthetic folders' counts as the expected ones, so that strict verification applies to them."""
-    monkeypatch.setitem(acquire.EXPECTED, PBC_FOLDER, {label: ("*.jpg", PER_CLASS) for label in PBC_COUNTS})
+    monkeypatch.setitem(layout.EXPECTED, PBC_FOLDER, {label: ("*.jpg", PER_CLASS) for label in PBC_COUNTS})
 
 
 def fetch(server, cache: Path, mendeley: str = "mendeley.zip", github: str = "github.zip", **kwargs) -> Path:
@@ -102,9 +104,9 @@ def leftovers(folder: Path) -> list[str]:
 
 # ----------------------------------------------------------------------------------- the parameter
 def test_pbc_is_a_dataset(tmp_path):
-    assert folders.parse_dataset(" PBC ") == ("pbc", None)
+    assert sources.parse_dataset(" PBC ") == ("pbc", None)
     with pytest.raises(ValueError, match="'pbc'"):
-        folders.parse_dataset("pbc:/somewhere")
+        sources.parse_dataset("pbc:/somewhere")
     full = config.resolve("full", output_dir=tmp_path, dataset="pbc")
     assert (full.folds, full.mode, full.image_size) == (1, "crop", 64)
     assert (full.train.epochs, full.train.batch_size, full.train.oversample) == (4, 64, False)
@@ -119,7 +121,7 @@ def test_pbc_is_a_dataset(tmp_path):
 def test_missing_class_names_the_class_and_the_folder(tmp_path, server, no_local):
     root = make_pbc(tmp_path / "mine", skip=("monocyte",))
     with pytest.raises(DataLayoutError) as err:
-        acquire.verify_layout(root, dataset="pbc", strict_counts=False)
+        layout.verify_layout(root, dataset="pbc", strict_counts=False)
     message = str(err.value)
     assert f"{root / PBC_FOLDER}: expected a folder monocyte/" in message
     assert "basophil" not in message.split("found", 1)[0]  # only the missing class is named as expected
@@ -130,10 +132,10 @@ def test_missing_class_names_the_class_and_the_folder(tmp_path, server, no_local
     # the published counts are checked too, whatever the image size
     counts = rf"{PBC_FOLDER}/basophil: expected 1218 \*\.jpg files, found {PER_CLASS}"
     with pytest.raises(DataLayoutError, match=counts):
-        acquire.verify_layout(make_pbc(tmp_path / "small"), dataset="pbc")
+        layout.verify_layout(make_pbc(tmp_path / "small"), dataset="pbc")
     # the PBC folder itself, named instead of the folder holding it
     with pytest.raises(DataLayoutError, match="pass its parent folder"):
-        acquire.verify_layout(tmp_path / "small" / PBC_FOLDER, dataset="pbc", strict_counts=False)
+        layout.verify_layout(tmp_path / "small" / PBC_FOLDER, dataset="pbc", strict_counts=False)
 
 
 def test_missing_class_stops_a_run(tmp_path, monkeypatch, small_counts):
@@ -198,7 +200,7 @@ def test_smoke_subset_is_what_the_run_reads_and_fingerprints(tmp_path, monkeypat
     full = config.resolve("full", data_dir=root, output_dir=tmp_path / "out", dataset="pbc")
     assert datasets.max_images(full) is None
     with pytest.raises(ValueError, match="max_images takes a subset of pbc"):
-        acquire.dataset_files("bccd", root, max_images=3)
+        fingerprint.dataset_files("bccd", root, max_images=3)
 
 
 # ----------------------------------------------------------------------------------- acquisition
@@ -206,8 +208,8 @@ def test_download_from_mendeley_verified_then_cached(server, tmp_path, no_local)
     cache = tmp_path / "cache"
     root = fetch(server, cache)
     assert root == cache.resolve() and server.hits == ["mendeley.zip"]
-    assert sorted(p.name for p in root.iterdir()) == [PBC_FOLDER, acquire.SOURCES_FILE]  # no __MACOSX
-    assert acquire.verify_layout(root, dataset="pbc", strict_counts=False)[f"{PBC_FOLDER}/ig"] == PER_CLASS
+    assert sorted(p.name for p in root.iterdir()) == [PBC_FOLDER, sources.SOURCES_FILE]  # no __MACOSX
+    assert layout.verify_layout(root, dataset="pbc", strict_counts=False)[f"{PBC_FOLDER}/ig"] == PER_CLASS
     assert acquire.read_sources(root, "pbc")[PBC_FOLDER]["origin"] == server.url("mendeley.zip")
     assert leftovers(cache) == []
 
@@ -223,7 +225,7 @@ def test_github_copy_when_mendeley_fails(server, tmp_path, no_local):
     root = fetch(server, cache, mendeley="gone.zip")
     assert server.hits == ["gone.zip", "github.zip"]
     assert acquire.read_sources(root, "pbc")[PBC_FOLDER]["origin"] == server.url("github.zip")
-    files = acquire.dataset_files("pbc", root)
+    files = fingerprint.dataset_files("pbc", root)
     assert len(files) == 8 * PER_CLASS and all(f.startswith(f"{PBC_FOLDER}/") for f in files)  # no README
     # source="mendeley" tries Mendeley Data only; "kaggle" has no PBC at all
     with pytest.raises(DownloadError, match="HTTP 404"):
@@ -255,16 +257,16 @@ def test_search_order(tmp_path, server, monkeypatch):
     for folder in (named, shared, cache):
         make_pbc(folder)
     monkeypatch.setattr(acquire, "local_candidates", lambda name="bccd": [shared] if name == "pbc" else [])
-    monkeypatch.setenv(acquire.ENV_PBC, str(named))
+    monkeypatch.setenv(sources.ENV_PBC, str(named))
     assert fetch(server, cache) == named.resolve()
     assert fetch(server, cache, data_dir=shared) == shared.resolve()  # data_dir before the variable
-    monkeypatch.delenv(acquire.ENV_PBC)
+    monkeypatch.delenv(sources.ENV_PBC)
     assert fetch(server, cache) == shared.resolve()
     assert fetch(server, cache, source="cache") == cache.resolve()
     monkeypatch.setattr(acquire, "local_candidates", lambda name="bccd": [])
     assert fetch(server, cache) == cache.resolve()
     assert server.hits == []
-    with pytest.raises(DataLayoutError, match=f"no local data folder: set {acquire.ENV_PBC}"):
+    with pytest.raises(DataLayoutError, match=f"no local data folder: set {sources.ENV_PBC}"):
         fetch(server, cache, source="local")
 
 
@@ -274,11 +276,11 @@ def test_locate_ignores_the_bccd_folder_of_the_environment(tmp_path, monkeypatch
     bccd, pbc = tmp_path / "bccd", make_pbc(tmp_path / "pbc")
     bccd.mkdir()
     monkeypatch.setenv(config.ENV_DATA, str(bccd))
-    monkeypatch.setenv(acquire.ENV_PBC, str(pbc))
+    monkeypatch.setenv(sources.ENV_PBC, str(pbc))
     settings = config.resolve("smoke", output_dir=tmp_path / "out", dataset="pbc")
     assert settings.data_dir == bccd and datasets.locate(settings) == pbc.resolve()
     named = config.resolve("smoke", data_dir=pbc, output_dir=tmp_path / "out", dataset="pbc")
-    monkeypatch.delenv(acquire.ENV_PBC)
+    monkeypatch.delenv(sources.ENV_PBC)
     assert datasets.locate(named) == pbc.resolve()
 
 
@@ -287,9 +289,9 @@ def test_locate_ignores_the_bccd_folder_of_the_environment(tmp_path, monkeypatch
 def pbc_root() -> Path:
     """The shared, downscaled PBC (or $BLOODLIB_PBC); tests using it skip when it is absent."""
     default = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pbc"
-    root = Path(os.environ.get(acquire.ENV_PBC) or default)
+    root = Path(os.environ.get(sources.ENV_PBC) or default)
     if not (root / PBC_FOLDER).is_dir():
-        pytest.skip(f"real PBC data not found at {root} (set {acquire.ENV_PBC} or provide ../shared/data/pbc)")
+        pytest.skip(f"real PBC data not found at {root} (set {sources.ENV_PBC} or provide ../shared/data/pbc)")
     return root
 
 
@@ -305,9 +307,9 @@ KEPT = {"basophil": 1212, "eosinophil": 3110, "erythroblast": 1551, "ig": 2892, 
 
 
 def test_real_layout(pbc_root):
-    layout = acquire.verify_layout(pbc_root, dataset="pbc")
-    assert {k: v for k, v in layout.items() if k != "root"} == {f"{PBC_FOLDER}/{c}": n for c, n in PBC_COUNTS.items()}
-    files = acquire.dataset_files("pbc", pbc_root)
+    counts = layout.verify_layout(pbc_root, dataset="pbc")
+    assert {k: v for k, v in counts.items() if k != "root"} == {f"{PBC_FOLDER}/{c}": n for c, n in PBC_COUNTS.items()}
+    files = fingerprint.dataset_files("pbc", pbc_root)
     assert len(files) == 17_092 + 1 and f"{PBC_FOLDER}/neutrophil/.DS_169665.jpg" in files
 
 

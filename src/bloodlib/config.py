@@ -26,8 +26,8 @@ PROFILES: dict[str, dict] = {
     # seconds per notebook: proves every code path on the real data, numbers mean nothing
     "smoke": dict(image_size=64, epochs=2, batch_size=32, keep_epoch="last", patience=2, folds=2, repeats=1,
                   bootstrap=200, gradcam_per_class=1),
-    # the study itself: sized so that notebooks 01-07 finish in about half an hour on 2 CPU cores. A fixed
-    # schedule keeps the last epoch: early stopping on a fold's ~40 validation images picked epochs whose
+    # the study itself: 4 folds, 30 epochs at 96 px. Notebooks 01-07 took 61 min on 2 fp32 CPU cores (26 min where
+    # the CPU has native bf16), 08 another 20 (benchmarks/README.md). A fixed schedule keeps the last epoch: early stopping on a fold's ~40 validation images picked epochs whose
     # validation macro-F1 jumped by 0.1-0.3 from one epoch to the next, and the headline moved with it
     # (benchmarks/spread.py; the measurements are in the README).
     "full": dict(image_size=96, epochs=30, batch_size=32, keep_epoch="last", patience=12, folds=4, repeats=1,

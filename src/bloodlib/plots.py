@@ -167,10 +167,12 @@ def size_statistics(df: pd.DataFrame, *, title: str = "Image and WBC box sizes")
     fig, axes = _subplots(1, 3 if has_boxes else 1, figsize=(14, 4) if has_boxes else (5, 4), squeeze=False)
     axes = axes[0]
     sizes = df[["width", "height"]].dropna().value_counts().rename("images").reset_index()
-    axes[0].scatter(sizes["width"], sizes["height"], s=20 + 200 * sizes["images"] / sizes["images"].max())
-    for _, row in sizes.iterrows():
+    area = 20 + 200 * sizes["images"] / sizes["images"].max()  # points^2
+    axes[0].scatter(sizes["width"], sizes["height"], s=area)
+    for (_, row), radius in zip(sizes.iterrows(), np.sqrt(area) / 2):
         axes[0].annotate(f"{int(row['images'])}", (row["width"], row["height"]), textcoords="offset points",
-                         xytext=(6, 6), fontsize="small")
+                         xytext=(0, radius + 2), ha="center", va="bottom", fontsize="small")
+    axes[0].margins(x=0.15, y=0.25)  # room for the count above the outermost points, inside the axes
     axes[0].set(title="image size (count per size)", xlabel="width (px)", ylabel="height (px)")
     if not has_boxes:  # datasets without WBC boxes: the image sizes alone
         fig.suptitle(title)
@@ -267,11 +269,20 @@ def metrics_with_ci(table: pd.DataFrame, metrics: Sequence[str] | None = None, *
 
 
 def train_test_heatmaps(matrices: dict[str, pd.DataFrame], *, title: str) -> Figure:
-    """One heatmap per model (rows: trained on, columns: tested on), values in [0, 1]."""
-    fig, axes = _subplots(1, len(matrices), figsize=(3.6 * len(matrices) + 0.6, 3.4), squeeze=False, sharey=True)
+    """One heatmap per model (rows: trained on, columns: tested on), values in [0, 1].
+
+    Models differ in shape (one trained in a single lab has one row), so no axis is shared: each panel keeps its
+    own rows and columns, and is as wide as its columns so that a cell has one size in every panel."""
+    if not matrices:
+        raise ValueError("train_test_heatmaps: no model to draw")
+    widths = [max(1, matrix.shape[1]) for matrix in matrices.values()]
+    rows = max(len(matrix) for matrix in matrices.values())
+    fig, axes = _subplots(1, len(matrices), figsize=(1.2 * sum(widths) + 1.4 * len(matrices) + 0.4, 1.2 * rows + 2.0),
+                          squeeze=False, width_ratios=widths)
     for ax, (model, matrix) in zip(axes[0], matrices.items()):
         sns.heatmap(matrix, annot=True, fmt=".2f", cmap="RdYlGn", vmin=0, vmax=1, cbar=False, square=True, ax=ax)
-        ax.set(title=model, xlabel="tested on", ylabel="trained on" if ax is axes[0][0] else "")
+        ax.set_anchor("N")  # the first rows line up across panels
+        ax.set(title=model, xlabel="tested on", ylabel="trained on")
         ax.tick_params(axis="y", labelrotation=0)
     fig.suptitle(title)
     fig.tight_layout()

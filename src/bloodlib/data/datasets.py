@@ -14,10 +14,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bloodlib.data import cleaning, images, splits
+from bloodlib.data import acquire, cleaning, fingerprint, folders, images, layout, splits
 from bloodlib import config
 from bloodlib.utils import fileio
 from bloodlib.data.images import load_cached
+from bloodlib.data.sources import PARTS, parse_dataset
 
 
 @dataclasses.dataclass
@@ -88,9 +89,7 @@ SMOKE_SUBSETS: dict[str, int] = {"pbc": 400}
 
 def max_images(settings: "config.Settings") -> int | None:
     """How many files of its dataset a run reads (a subset, :data:`SMOKE_SUBSETS`), None for all of them."""
-    from bloodlib.data import folders
-
-    kind, _ = folders.parse_dataset(settings.dataset)
+    kind, _ = parse_dataset(settings.dataset)
     return SMOKE_SUBSETS.get(kind) if settings.profile == "smoke" else None
 
 
@@ -106,10 +105,8 @@ def prepare(settings: "config.Settings", *, params: cleaning.CleaningParams | No
     record the splits: ``split`` (holdout: train, val, test, or a further test set) and, for
     cross-validation, ``test_fold_r1``, ... (the fold each image is tested in, per repeat).
     """
-    from bloodlib.data import folders
-
     params = params or cleaning.CleaningParams(seed=settings.seed)
-    kind, path = folders.parse_dataset(settings.dataset)
+    kind, path = parse_dataset(settings.dataset)
     boxes = None
     if kind == "bccd":
         root = locate(settings)
@@ -196,10 +193,8 @@ def locate(settings: "config.Settings", source: str = "auto", *, require_boxes: 
     one); a ``folder:`` or ``csv:`` dataset: the folder holding its files, read where it is (no download, no
     data_dir).
     """
-    from bloodlib.data import acquire, folders
-
-    kind, _ = folders.parse_dataset(settings.dataset)
-    if kind not in acquire.PARTS:
+    kind, _ = parse_dataset(settings.dataset)
+    if kind not in PARTS:
         if source not in ("auto", "local"):
             raise ValueError(f"source={source!r} downloads the Kaggle data; the dataset {settings.dataset!r} is "
                              f"read where it is: use source='auto'")
@@ -214,29 +209,24 @@ def locate(settings: "config.Settings", source: str = "auto", *, require_boxes: 
 
 def data_files(settings: "config.Settings", root: Path) -> list[str]:
     """Every file a run with ``settings`` reads in ``root`` (what :func:`locate` gave), as posix paths relative
-    to it: :func:`bloodlib.acquire.dataset_files`, for pbc with the smoke profile its subset (:func:`max_images`)."""
-    from bloodlib.data import acquire
-
-    return acquire.dataset_files(settings.dataset, root, max_images=max_images(settings), seed=settings.seed)
+    to it: :func:`bloodlib.data.fingerprint.dataset_files`, for pbc with the smoke profile its subset
+    (:func:`max_images`)."""
+    return fingerprint.dataset_files(settings.dataset, root, max_images=max_images(settings), seed=settings.seed)
 
 
 def data_checksum(settings: "config.Settings", root: Path | None = None) -> str:
     """The checksum of every file a run with ``settings`` reads (the one its run record shows); ``root``: where
     :func:`locate` finds the data, unless given."""
-    from bloodlib.data import acquire
-
     root = locate(settings) if root is None else root
-    return acquire.manifest_checksum(acquire.data_manifest(root, data_files(settings, root)))
+    return fingerprint.manifest_checksum(fingerprint.data_manifest(root, data_files(settings, root)))
 
 
 def write_data_record(settings: "config.Settings", root: Path) -> dict:
     """Fingerprint every file a run on ``settings.dataset`` reads in ``root`` (what :func:`locate` gave, the
     files of :func:`data_files`): ``data/data_manifest.csv`` (path, bytes, sha256), summed up in
     ``data/data_record.json`` under ``settings.output_dir``."""
-    from bloodlib.data import acquire
-
     files = data_files(settings, root)
-    manifest = acquire.data_manifest(root, files)
+    manifest = fingerprint.data_manifest(root, files)
     record = {
         "dataset": settings.dataset,
         **({"subset": f"{len(files)} files: a seeded, stratified subset ({settings.profile} profile, "
@@ -245,11 +235,11 @@ def write_data_record(settings: "config.Settings", root: Path) -> dict:
         "sources": acquire.read_sources(root, settings.dataset) or "local folder",
         "files": len(manifest),
         "bytes": int(manifest["bytes"].sum()),
-        "checksum": acquire.manifest_checksum(manifest),
-        "layout": acquire.verify_layout(root, dataset=settings.dataset),
+        "checksum": fingerprint.manifest_checksum(manifest),
+        "layout": layout.verify_layout(root, dataset=settings.dataset),
     }
     folder = settings.output_dir / "data"
-    acquire.write_manifest(manifest, folder / "data_manifest.csv")
+    fingerprint.write_manifest(manifest, folder / "data_manifest.csv")
     fileio.write_json(folder / "data_record.json", record)
     return record
 

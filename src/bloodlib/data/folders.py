@@ -1,7 +1,8 @@
 """Datasets beyond the 347 smears: Kaggle's augmented ``dataset2-master`` and any folder-per-class or CSV list.
 
 Each becomes the same :class:`~bloodlib.cleaning.Cleaning` (manifest + per-step table) as the BCCD smears,
-so that every notebook runs unchanged on it; the ``dataset`` parameter picks one (:func:`parse_dataset`):
+so that every notebook runs unchanged on it; the ``dataset`` parameter picks one
+(:func:`bloodlib.data.sources.parse_dataset`):
 
 - ``"bccd"``: the 347 labelled smears (:func:`bloodlib.datasets.clean_bccd`);
 - ``"kaggle-augmented"``: ``dataset2-master/images/{TRAIN,TEST,TEST_SIMPLE}/<CLASS>/*.jpeg`` of the same
@@ -32,11 +33,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sklearn.model_selection import train_test_split
 
 from bloodlib.data import fileindex, images, near_duplicates
 from bloodlib.data.cleaning import Cleaning, CleaningParams, step_table
+from bloodlib.data.sources import PBC_FOLDER
 
-KINDS = ("bccd", "kaggle-augmented", "pbc", "folder", "csv")
 KAGGLE_IMAGES = "dataset2-master/images"
 KAGGLE_SUBSETS = {"TRAIN": "train", "TEST": "test", "TEST_SIMPLE": "test_simple"}  # folder -> split
 
@@ -52,22 +54,6 @@ STEPS = {
 }
 COLUMNS = ["id", "file", "label", "raw_label", "kept", "reason", "split", "group", "box", "box_source",
            "wbc_boxes", "subset", "sha256", "width", "height", "duplicate_of"]
-
-
-# ------------------------------------------------------------------------------------------ the parameter
-
-def parse_dataset(spec: str) -> tuple[str, str | None]:
-    """``"bccd"`` | ``"kaggle-augmented"`` | ``"pbc"`` | ``"folder:/path"`` | ``"csv:/path/list.csv"`` ->
-    (kind, path)."""
-    text = str(spec or "").strip()
-    kind, sep, path = text.partition(":")
-    kind = kind.strip().lower()
-    if not sep and kind in ("bccd", "kaggle-augmented", "pbc"):
-        return kind, None
-    if sep and kind in ("folder", "csv") and path.strip():
-        return kind, str(Path(path.strip()).expanduser())
-    raise ValueError(f"unknown dataset {spec!r}: expected 'bccd', 'kaggle-augmented', 'pbc', 'folder:/path/to/root' "
-                     f"(one sub-folder per class) or 'csv:/path/to/list.csv' (columns path,label)")
 
 
 # ------------------------------------------------------------------------------------ kaggle-augmented
@@ -165,8 +151,6 @@ def subset_files(listed: pd.DataFrame, max_images: int | None, seed: int, source
     ``train_test_split``), in listing order; every file when ``max_images`` is None or not smaller than the list.
 
     Taken from the listing, before anything is read: a smoke run on a large folder indexes only its subset."""
-    from sklearn.model_selection import train_test_split
-
     if max_images is None or max_images >= len(listed):
         return listed
     try:
@@ -214,13 +198,11 @@ def clean_folder(spec_path: Path, params: CleaningParams = CleaningParams(), *, 
 def clean_pbc(root: Path, params: CleaningParams = CleaningParams(), *, max_images: int | None = None,
               cache: Path | bool | None = None, progress: bool = True) -> tuple[Cleaning, Path]:
     """The PBC atlas under a data root (``root/PBC_dataset_normal_DIB/<class>/*.jpg``, what
-    :func:`bloodlib.acquire.find_data` gives) cleaned as a folder: :func:`clean_folder`'s steps, labels the
+    :func:`bloodlib.data.acquire.find_data` gives) cleaned as a folder: :func:`clean_folder`'s steps, labels the
     class folders' names. The published copy holds a renamed ``.DS_Store`` (``not_an_image``) and 17
     byte-identical pairs, one under two classes (``conflicting_duplicate``), the rest within one (``duplicate``).
     Returns the cleaning and the PBC folder, which ``file`` is relative to. PBC has no test set of its own: the
     run holds one out (``folds=1``, ``config.DATASET_DEFAULTS``)."""
-    from bloodlib.data.acquire import PBC_FOLDER
-
     return clean_folder(Path(root) / PBC_FOLDER, params, max_images=max_images, cache=cache, progress=progress)
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image
+from scipy import ndimage
 
 from bloodlib.utils import fileio
 from bloodlib.utils.progress import progress_bar
@@ -125,8 +126,6 @@ STAIN = dict(work=160, blue_over_green=50, closing=2, min_fraction=0.005, box_pe
 def largest_stained_blob(pixels: np.ndarray, *, blue_over_green: float = STAIN["blue_over_green"],
                          closing: int = STAIN["closing"]) -> np.ndarray | None:
     """Mask (H x W bool) of the largest strongly purple blob of an RGB array, None when there is none."""
-    from scipy import ndimage
-
     pixels = np.asarray(pixels, np.float32)
     mask = pixels[..., 2] - pixels[..., 1] > blue_over_green
     if closing:

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from PIL import Image
+from sklearn.cluster import HDBSCAN
 
 from bloodlib.data import fileindex, images
 from bloodlib.utils import fileio
@@ -148,8 +150,6 @@ def fingerprint_distances(prints: np.ndarray, chunk: int = 256) -> np.ndarray:
     and one for the shared area. Only the low harmonics are kept: a small misalignment costs little, and
     the products stay cheap. Pairs that share too little of their circles get the largest distance found.
     """
-    import torch
-
     p = FINGERPRINT
     n, rings, angles, _ = prints.shape
     freqs, shifts = p["harmonics"] + 1, p["rotations"]
@@ -200,8 +200,6 @@ def cluster_fingerprints(prints: np.ndarray, *, min_copies: int = 5) -> np.ndarr
     homogeneity 0.94-1.00, completeness 0.96-0.99); a validation image's smear then has 3.7% of its copies in
     the training part on average, against 83% for a random split.
     """
-    from sklearn.cluster import HDBSCAN
-
     n = len(prints)
     if n < 2 * min_copies:  # too few files to find clusters in: each its own source
         return np.arange(n)

@@ -14,9 +14,14 @@ from bloodlib.evaluation.comparisons import comparison_table, pairwise_fold_test
 from bloodlib.evaluation.point import (HEADLINE, METRIC_LABELS, auc_note, checked_inputs, confusion_tables,
                                        errors_by_group, label_indices, metrics, most_confident_mistakes,
                                        per_class_table, roc_auc_per_class)
-from bloodlib.evaluation.results import (METRICS, PREDICTIONS, Evaluation, evaluation_ci, jsonable, load_all,
-                                         load_evaluation, save_evaluation, summarize)
-from bloodlib.evaluation.significance import (EXACT_BELOW, fold_metrics, fold_summary, grouped_paired_test, holm,
-                                              mcnemar, paired_fold_test, test_train_ratio)
+from bloodlib.evaluation.results import (METRICS, PREDICTIONS, Evaluation, evaluation_ci, fold_metrics, jsonable,
+                                         load_all, load_evaluation, save_evaluation, summarize, test_train_ratio)
+from bloodlib.evaluation.significance import EXACT_BELOW, fold_summary, grouped_paired_test, holm, mcnemar, paired_fold_test
 
-__all__ = ["bootstrap_ci", "resample_weights", "shares_groups", "weighted_metrics", "comparison_table", "pairwise_fold_tests", "pairwise_mcnemar", "HEADLINE", "METRIC_LABELS", "auc_note", "checked_inputs", "confusion_tables", "errors_by_group", "label_indices", "metrics", "most_confident_mistakes", "per_class_table", "roc_auc_per_class", "METRICS", "PREDICTIONS", "Evaluation", "evaluation_ci", "jsonable", "load_all", "load_evaluation", "save_evaluation", "summarize", "EXACT_BELOW", "fold_metrics", "fold_summary", "grouped_paired_test", "holm", "mcnemar", "paired_fold_test", "test_train_ratio"]
+__all__ = ["bootstrap_ci", "resample_weights", "shares_groups", "weighted_metrics", "comparison_table",
+           "pairwise_fold_tests", "pairwise_mcnemar", "HEADLINE", "METRIC_LABELS", "auc_note", "checked_inputs",
+           "confusion_tables", "errors_by_group", "label_indices", "metrics", "most_confident_mistakes",
+           "per_class_table", "roc_auc_per_class", "METRICS", "PREDICTIONS", "Evaluation", "evaluation_ci",
+           "fold_metrics", "jsonable", "load_all", "load_evaluation", "save_evaluation", "summarize",
+           "test_train_ratio", "EXACT_BELOW", "fold_summary", "grouped_paired_test", "holm", "mcnemar",
+           "paired_fold_test"]

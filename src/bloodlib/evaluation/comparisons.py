@@ -9,9 +9,8 @@ import pandas as pd
 
 from bloodlib.evaluation.bootstrap import shares_groups
 from bloodlib.evaluation.point import HEADLINE
-from bloodlib.evaluation.results import Evaluation, evaluation_ci
-from bloodlib.evaluation.significance import (fold_metrics, grouped_paired_test, holm, mcnemar, paired_fold_test,
-                                              repeat_ids, test_train_ratio)
+from bloodlib.evaluation.results import Evaluation, evaluation_ci, fold_metrics, repeat_ids, test_train_ratio
+from bloodlib.evaluation.significance import grouped_paired_test, holm, mcnemar, paired_fold_test
 
 
 def comparison_table(evals: dict[str, Evaluation], *, n: int = 2000, seed: int = 0, alpha: float = 0.05

@@ -14,7 +14,8 @@ import pandas as pd
 
 from bloodlib.evaluation.bootstrap import bootstrap_ci
 from bloodlib.evaluation.point import auc_note, checked_inputs, confusion_tables, label_indices, per_class_table
-from bloodlib.evaluation.significance import fold_metrics, fold_summary, test_train_ratio
+from bloodlib.evaluation.point import metrics
+from bloodlib.evaluation.significance import fold_summary
 from bloodlib.utils import fileio
 
 PREDICTIONS = "predictions.csv"
@@ -81,6 +82,37 @@ def jsonable(value):
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+def repeat_ids(ev: Evaluation) -> np.ndarray:
+    """The repetition of the k-fold each row belongs to (all 0 without repeats)."""
+    return ev.repeat if ev.repeat is not None else np.zeros(len(ev.ids), dtype=int)
+
+
+
+def test_train_ratio(ev: Evaluation) -> float | None:
+    """n_test / n_train of a fold, for the Nadeau-Bengio correction (None without folds). Saved by
+    ``experiment.run_model``; older results fall back to 1 / (k - 1) for k folds."""
+    if ev.fold is None:
+        return None
+    saved = ev.extra.get("test_train_ratio")
+    return float(saved) if saved else 1 / max(1, len(np.unique(ev.fold)) - 1)
+
+
+
+def fold_metrics(ev: Evaluation) -> pd.DataFrame:
+    """Headline metrics of each (repeat, fold) of a cross-validated evaluation: one row per fold."""
+    if ev.fold is None:
+        raise ValueError(f"evaluation {ev.model!r} has no fold ids: it is not a cross-validation run")
+    frame = pd.DataFrame({"repeat": repeat_ids(ev), "fold": ev.fold})
+    rows = []
+    for (repeat, fold), part in frame.groupby(["repeat", "fold"], sort=True):
+        idx = part.index.to_numpy()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            rows.append({"repeat": repeat, "fold": fold, "n": len(idx),
+                         **metrics(ev.y_true[idx], ev.y_prob[idx], ev.classes)})
+    return pd.DataFrame(rows)
 
 
 def evaluation_ci(ev: Evaluation, *, n: int = 2000, seed: int = 0, alpha: float = 0.05) -> pd.DataFrame:

@@ -4,25 +4,17 @@ t-test of Nadeau and Bengio, since folds share training images); Holm's adjustme
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from bloodlib.evaluation.point import HEADLINE, metrics
-
-if TYPE_CHECKING:  # annotations only: results imports this module
-    from bloodlib.evaluation.results import Evaluation
+from bloodlib.evaluation.point import HEADLINE
 
 EXACT_BELOW = 25  # McNemar: exact binomial test when there are fewer discordant pairs than this
 
 
-def repeat_ids(ev: Evaluation) -> np.ndarray:
-    """The repetition of the k-fold each row belongs to (all 0 without repeats)."""
-    return ev.repeat if ev.repeat is not None else np.zeros(len(ev.ids), dtype=int)
 
 
 def fold_summary(per_fold: pd.DataFrame, *, alpha: float = 0.05, test_train_ratio: float | None = None
@@ -45,28 +37,8 @@ def fold_summary(per_fold: pd.DataFrame, *, alpha: float = 0.05, test_train_rati
     return table
 
 
-def test_train_ratio(ev: Evaluation) -> float | None:
-    """n_test / n_train of a fold, for the Nadeau-Bengio correction (None without folds). Saved by
-    ``experiment.run_model``; older results fall back to 1 / (k - 1) for k folds."""
-    if ev.fold is None:
-        return None
-    saved = ev.extra.get("test_train_ratio")
-    return float(saved) if saved else 1 / max(1, len(np.unique(ev.fold)) - 1)
 
 
-def fold_metrics(ev: Evaluation) -> pd.DataFrame:
-    """Headline metrics of each (repeat, fold) of a cross-validated evaluation: one row per fold."""
-    if ev.fold is None:
-        raise ValueError(f"evaluation {ev.model!r} has no fold ids: it is not a cross-validation run")
-    frame = pd.DataFrame({"repeat": repeat_ids(ev), "fold": ev.fold})
-    rows = []
-    for (repeat, fold), part in frame.groupby(["repeat", "fold"], sort=True):
-        idx = part.index.to_numpy()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            rows.append({"repeat": repeat, "fold": fold, "n": len(idx),
-                         **metrics(ev.y_true[idx], ev.y_prob[idx], ev.classes)})
-    return pd.DataFrame(rows)
 
 
 # ------------------------------------------------------------------------------------- paired tests

@@ -11,4 +11,7 @@ from bloodlib.models.registry import (IMAGENET_MEAN, IMAGENET_STD, REGISTRY, Mod
                                       build_model, check_input_size, count_flops, count_parameters, get_spec,
                                       list_models)
 
-__all__ = ["PRETRAINED_KINDS", "InitialWeights", "PretrainedUnavailableError", "create_model", "describe_initial_weights", "IMAGENET_MEAN", "IMAGENET_STD", "REGISTRY", "ModelSpec", "SmallInputAlexNet", "build_model", "check_input_size", "count_flops", "count_parameters", "get_spec", "list_models"]
+__all__ = ["PRETRAINED_KINDS", "InitialWeights", "PretrainedUnavailableError", "create_model",
+           "describe_initial_weights", "IMAGENET_MEAN", "IMAGENET_STD", "REGISTRY", "ModelSpec",
+           "SmallInputAlexNet", "build_model", "check_input_size", "count_flops", "count_parameters", "get_spec",
+           "list_models"]

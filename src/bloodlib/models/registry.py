@@ -25,11 +25,16 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
-    """One registry entry: how to build the network and what it needs."""
+    """One registry entry: how to build the network, what it needs, and what its training notebook says of it
+    (``title``, ``description``, ``citation``: the only text that differs between notebooks 04-06, filled into
+    ``notebooks/templates/training.py`` by :mod:`bloodlib.pipeline.notebooks`)."""
     build: Callable[[int, bool], nn.Module]  # (num_classes, pretrained) -> model
     min_size: int  # smallest input height/width the built model accepts
     weights_host: str  # where ImageNet weights are downloaded from (probed before trying)
     note: str = ""
+    title: str = ""  # the notebook's heading: "ResNet-18"
+    description: str = ""  # the architecture in a sentence or two (Markdown, one line: the notebook wraps it)
+    citation: str = ""  # the paper that introduced it (Markdown)
 
 
 # --------------------------------------------------------------------------------------------- builders
@@ -95,13 +100,32 @@ def _build_alexnet(num_classes: int, pretrained: bool) -> nn.Module:
 
 _HF = "https://huggingface.co"
 _TORCH = "https://download.pytorch.org"
+_RESNET = ("He, Zhang, Ren and Sun, *Deep Residual Learning for Image Recognition*, CVPR 2016 "
+           "([arXiv:1512.03385](https://arxiv.org/abs/1512.03385))")
 REGISTRY: dict[str, ModelSpec] = {
-    "resnet18": ModelSpec(_timm_builder("resnet18"), 16, _HF),
-    "resnet50": ModelSpec(_timm_builder("resnet50"), 16, _HF),
+    "resnet18": ModelSpec(
+        _timm_builder("resnet18"), 16, _HF, title="ResNet-18", citation=_RESNET,
+        description="A residual network: 11 million parameters in four stages of 3x3 convolutions with skip "
+                    "connections. The workhorse baseline of image classification; here through `timm`."),
+    "resnet50": ModelSpec(
+        _timm_builder("resnet50"), 16, _HF, title="ResNet-50", citation=_RESNET,
+        description="A deeper residual network: 24 million parameters in four stages of bottleneck blocks "
+                    "(1x1, 3x3 and 1x1 convolutions) with skip connections; here through `timm`."),
     # from scratch it learns slowly at lr 1e-3: 4-fold macro-F1 0.44 -> 0.61 at 3e-3 (96 px, 30 epochs, BCCD crops)
-    "efficientnet_b0": ModelSpec(_timm_builder("efficientnet_b0"), 16, _HF),
+    "efficientnet_b0": ModelSpec(
+        _timm_builder("efficientnet_b0"), 16, _HF, title="EfficientNet-B0",
+        description="4 million parameters of mobile inverted bottlenecks with squeeze-and-excitation, scaled "
+                    "for accuracy per FLOP; through `timm`.",
+        citation="Tan and Le, *EfficientNet: Rethinking Model Scaling for Convolutional Neural Networks*, "
+                 "ICML 2019 ([arXiv:1905.11946](https://arxiv.org/abs/1905.11946))"),
     # timm has no AlexNet: torchvision's, adapted to run below its native 63 px (see SmallInputAlexNet)
-    "alexnet": ModelSpec(_build_alexnet, 16, _TORCH, note="inputs below 63 px are enlarged to 63 px"),
+    "alexnet": ModelSpec(
+        _build_alexnet, 16, _TORCH, note="inputs below 63 px are enlarged to 63 px", title="AlexNet",
+        description="Five large convolutions and three dense layers, 57 million parameters: the network the "
+                    "seed study started from; through `torchvision` (timm has none), with inputs below its "
+                    "native 63 px enlarged to 63 px.",
+        citation="Krizhevsky, Sutskever and Hinton, *ImageNet Classification with Deep Convolutional Neural "
+                 "Networks*, NIPS 2012, pp. 1097-1105"),
 }
 
 

@@ -28,7 +28,7 @@ from bloodlib import config, evaluation, models
 from bloodlib.data import datasets
 from bloodlib.utils import fileio
 from bloodlib.training import train
-from bloodlib.data.folders import parse_dataset
+from bloodlib.data.sources import parse_dataset
 
 FOLDER = "backbones"  # under config.cache_dir()
 RECORD = "backbone.json"
