@@ -15,7 +15,7 @@ RESUMING := $(filter-out 0 no false,$(RESUME))
 RESUME_ARGS := $(if $(RESUMING),--resume $(filter-out 1 yes true,$(RESUMING)))
 PROFILE_ARGS := $(if $(and $(RESUMING),$(filter file,$(origin PROFILE))),,--profile $(PROFILE))
 
-.PHONY: venv test-venv report publish smoke test layers unit notebooks sync benchmark lab clean
+.PHONY: venv test-venv report publish smoke test layers unit notebooks sync notebooks-sync benchmark lab clean
 
 venv: $(VENV)/.installed
 
@@ -70,6 +70,11 @@ lab: venv
 ## make sync: after editing a notebook's .py (or its .ipynb outside JupyterLab), bring its pair up to date
 sync: venv
 	$(VENV)/bin/jupytext --sync notebooks/[0-9][0-9]_*.ipynb
+
+## make notebooks-sync: after editing notebooks/templates/training.py (or a model's title, description or citation in
+## bloodlib.models.registry), rewrite notebooks 04-06 (.py and .ipynb); never edit those three by hand
+notebooks-sync: venv
+	$(PY) -m bloodlib.pipeline.notebooks
 
 clean:
 	rm -rf outputs .pytest_cache

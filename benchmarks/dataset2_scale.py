@@ -2,11 +2,11 @@
 
 Prints, for the Kaggle augmented dataset (TRAIN 9957 + TEST 2487 + TEST_SIMPLE 71 images, 320x240):
 
-- the time of :func:`bloodlib.folders.clean_kaggle_augmented` (file index + source groups; ``cold`` when
+- the time of :func:`bloodlib.data.folders.clean_kaggle_augmented` (file index + source groups; ``cold`` when
   nothing was cached in ``--cache``, ``warm`` on a second call);
 - for each ``--sizes``: the size of the decoded uint8 cache (``images.load_cached``) and the time to build it
   and to read it back, in RAM and memory-mapped (``np.load(mmap_mode="c")``: pages read on demand);
-- with ``--ratio`` (needs ``bloodlib.train``): the training loop's images/s (``train.fit``, second epoch, on
+- with ``--ratio`` (needs ``bloodlib.training.train``): the training loop's images/s (``train.fit``, second epoch, on
   ``--train-images`` positions drawn from the whole TRAIN tensor) against raw train steps on a fixed batch;
   the loop keeps up when the ratio stays >= 0.9. Both for the in-RAM and the memory-mapped tensor.
 

@@ -1,6 +1,6 @@
 """One cross-validated training run with a chosen recipe: the experiments behind the full profile's defaults.
 
-Runs :func:`bloodlib.experiment.run_model` (the notebooks' protocol: stratified grouped k-fold, an inner
+Runs :func:`bloodlib.study.experiment.run_model` (the notebooks' protocol: stratified grouped k-fold, an inner
 validation part for early stopping) on the real BCCD images and prints, per fold and pooled, macro-F1,
 balanced accuracy and accuracy, plus the training time. One JSON line per run is appended to ``--log``, so a
 sweep can be compared afterwards with ``pandas.read_json(log, lines=True)``.

@@ -1,7 +1,7 @@
 """Does a full report fit its time budget, with and without the backbones trained on another lab's data?
 
 Reads a finished run (``report/runs/<id>`` or ``outputs/runs/<id>``): its record's wall time per notebook and,
-for every model fine-tuned from a backbone of :mod:`bloodlib.backbones`, that backbone's training time
+for every model fine-tuned from a backbone of :mod:`bloodlib.study.backbones`, that backbone's training time
 (``backbone.json`` beside its ``best.pt``). A run that found its backbones in the cache did not pay for them:
 its first run would have; a run that trained them would not pay again. Both totals are printed against the
 budgets (issue 13: a first run under 60 minutes on 2 CPU cores, under 35 with the backbones cached):

@@ -1,7 +1,7 @@
 """Training throughput: raw train steps against the real training loop, per model and image size.
 
 ``raw``: forward, loss, backward and AdamW step on a fixed random batch (no data pipeline at all).
-``loop``: :func:`bloodlib.train.fit` on cached uint8 images, so with batch gathering, augmentation and
+``loop``: :func:`bloodlib.training.train.fit` on cached uint8 images, so with batch gathering, augmentation and
 normalisation; its epochs after the first (a warm-up) are timed. ``ratio`` = loop / raw: the data pipeline
 is not the bottleneck when it stays near 1 (>= 0.9 on the CPU). Both use the precision ``fit`` chooses.
 ``pipeline_ms``: gathering, augmenting and normalising one batch alone, the loop's extra work per step.
@@ -132,7 +132,7 @@ def main(argv=None) -> pd.DataFrame:
         shape = (size, size) if args.mode == "crop" else (size, round(size * 4 / 3))
         source = real(size, args.mode) if args.real else None
         if args.real and source is None:
-            print("bloodlib.datasets.prepare is not available: synthetic images instead")
+            print("bloodlib.data.datasets.prepare is not available: synthetic images instead")
         data, train_idx, val_idx = source or synthetic(shape, args.batch_size, args.steps)
         pipeline = pipeline_ms(data, args.batch_size, device)
         for name in args.models:

@@ -19,7 +19,7 @@
 # `labels.csv` has 411 rows for 366 smears. The seed study kept only images with exactly one labelled WBC
 # class, dropped BASOPHIL (3 images: too few to learn or to split), deleted 10% of the neutrophils to soften the
 # imbalance, and trained the rarer classes several times. Here the same rules run as one pure, seeded function
-# (`bloodlib.cleaning.clean`): each step is counted per class, and every dropped row keeps its reason. The kept
+# (`bloodlib.data.cleaning.clean`): each step is counted per class, and every dropped row keeps its reason. The kept
 # images are then split, **before** any oversampling, into the very splits the training notebooks use.
 
 # %% tags=["parameters"]
@@ -99,7 +99,7 @@ else:
 # ## The splits the models are trained and tested on
 #
 # Every training notebook of this run trains on exactly these splits: they are made once, by
-# `bloodlib.splits.plan`, from the kept images, their classes and their groups (copies of one source image
+# `bloodlib.data.splits.plan`, from the kept images, their classes and their groups (copies of one source image
 # share a group and never straddle a boundary). With cross-validation (`folds > 1`, BCCD's protocol) every image
 # is tested once per repeat by a model that never saw it, and a stratified validation part of the training
 # folds (never the test fold) chooses the epoch; a dataset with its own test set (kaggle-augmented's TEST)

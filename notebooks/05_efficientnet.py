@@ -16,8 +16,8 @@
 # %% [markdown]
 # # 05 · EfficientNet-B0
 #
-# 4 million parameters of mobile inverted bottlenecks with squeeze-and-excitation, scaled for accuracy per FLOP;
-# through `timm`.
+# A network scaled for accuracy per FLOP: 4 million parameters of mobile inverted bottlenecks with
+# squeeze-and-excitation; through `timm`.
 #
 # Reference: Tan and Le, *EfficientNet: Rethinking Model Scaling for Convolutional Neural Networks*, ICML 2019
 # ([arXiv:1905.11946](https://arxiv.org/abs/1905.11946)).

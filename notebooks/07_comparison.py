@@ -83,14 +83,14 @@ for split, other in further.items():
 # permutation test over source smears instead (the `method` column says which test ran).
 
 # %%
-display(result.mcnemar.round(4))
+display(comparison.display_tests(result.mcnemar))
 if result.fold_tests is not None:
-    display(result.fold_tests.round(4))
+    display(comparison.display_tests(result.fold_tests))
 
 # %% [markdown]
 # ## Conclusion
 #
-# Written from the numbers above (`bloodlib.comparison.conclusion`), so it changes with them.
+# Written from the numbers above (`bloodlib.study.comparison.conclusion`), so it changes with them.
 
 # %%
 Markdown(comparison.conclusion(result))

@@ -27,7 +27,7 @@
 #    trains a backbone here once (cached by what made it), which the BCCD models then start from.
 # 2. Does a model trained in one lab read the other lab's cells?
 #
-# Cross-dataset numbers are computed on the classes both labs share (`bloodlib.classes`), and each table says
+# Cross-dataset numbers are computed on the classes both labs share (`bloodlib.data.classes`), and each table says
 # what was left out. Macro-F1 comes first: on BCCD an "always neutrophil" model scores accuracy 0.60 and
 # macro-F1 0.19.
 
@@ -108,7 +108,7 @@ transfer.heatmap(scores) if len(scores) else None
 
 # %%
 for model, gap in study.gaps.items():
-    display(Markdown(f"**{model}**"), gap.round(3))
+    display(Markdown(f"**{model}**"), transfer.display_gap(gap))
 
 # %% [markdown]
 # ## From scratch, or from the other lab's backbone
@@ -121,13 +121,12 @@ for model, gap in study.gaps.items():
 # %%
 print("fine-tuning recipe, changes to the home recipe:", transfer.finetune_recipe(settings) or "none")
 for model, compared in study.finetuned.items():
-    display(Markdown(f"**{model}**"), compared["per_fold"].round(3), compared["fold_test"].round(4),
-            compared["mcnemar"].round(4))
+    display(Markdown(f"**{model}**"), *transfer.display_finetuned(compared))
 
 # %% [markdown]
 # ## Conclusion
 #
-# Written from the numbers above (`bloodlib.transfer.conclusion`).
+# Written from the numbers above (`bloodlib.study.transfer.conclusion`).
 
 # %%
 Markdown(transfer.conclusion(study))

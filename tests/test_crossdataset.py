@@ -1,4 +1,4 @@
-"""``bloodlib.crossdataset`` and ``bloodlib evaluate``: a checkpoint scored on another dataset, with other class
+"""``bloodlib.evaluation.crossdataset`` and ``bloodlib evaluate``: a checkpoint scored on another dataset, with other class
 spellings and other classes; AdaBN and stain normalisation; real BCCD (and PBC) images where present."""
 from __future__ import annotations
 
@@ -89,7 +89,7 @@ def test_scores_the_shared_classes_and_says_what_was_left_out(lab):
     assert ev.y_prob.shape == (3 * PER_CLASS, 3) and np.allclose(ev.y_prob.sum(1), 1, atol=1e-5)
     assert sorted(np.bincount(ev.y_true)) == [PER_CLASS] * 3
     assert all(i.split("/")[0] in ("eosinophil", "lymphocyte", "neutrophil") for i in ev.ids)
-    # every tool of bloodlib.evaluate applies unchanged
+    # every tool of bloodlib.evaluation applies unchanged
     ci = evaluation.evaluation_ci(ev, n=100)
     assert set(evaluation.HEADLINE) <= set(ci.index)
     assert (ci["low"] <= ci["value"] + 1e-9).all() and (ci["value"] <= ci["high"] + 1e-9).all()

@@ -356,3 +356,18 @@ def test_pairwise_fold_tests_need_the_same_folds():
 
 def test_holm_adjustment():
     np.testing.assert_allclose(E.holm([0.01, 0.04, 0.03]), [0.03, 0.06, 0.06])
+
+
+@pytest.mark.parametrize("p, text", [(3.77e-14, "3.8e-14"), (1.3e-26, "1.3e-26"), (5e-4, "5.0e-4"), (0.001, "0.001"),
+                                     (0.0299, "0.03"), (0.0669, "0.067"), (0.26317, "0.26"), (0.7509, "0.75"),
+                                     (1.0, "1"), (0.0, "< 1e-300"), (float("nan"), "–"), (None, "–")])
+def test_format_p_writes_small_p_values_in_scientific_notation(p, text):
+    assert E.significance.format_p(p) == text
+
+
+def test_format_p_never_rounds_across_alpha():
+    assert E.significance.format_p(0.0496) == "0.0496"  # not "0.05", beside "significant"
+    assert E.significance.format_p(0.0496, alpha=0.01) == "0.05"
+    assert E.significance.format_p(0.00996, alpha=0.01) == "0.00996"
+    with pytest.raises(ValueError, match="lies in"):
+        E.significance.format_p(1.5)

@@ -19,7 +19,7 @@ SMALL = CleaningParams()
 
 
 def run_splits(result, tmp_path, folds=3) -> tuple[pd.DataFrame, list, str]:
-    """The kept rows with the run's splits (bloodlib.splits.plan, as datasets.prepare makes them)."""
+    """The kept rows with the run's splits (bloodlib.data.splits.plan, as datasets.prepare makes them)."""
     return datasets.split(result.kept, config.resolve("smoke", output_dir=tmp_path / "out", folds=folds))
 
 

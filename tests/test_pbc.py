@@ -113,7 +113,7 @@ def test_pbc_is_a_dataset(tmp_path):
     assert config.resolve("smoke", output_dir=tmp_path, dataset="pbc").folds == 1
     assert config.resolve("full", output_dir=tmp_path, dataset="pbc", epochs=7).train.epochs == 7  # the caller wins
     assert "PBC" in report.dataset_label("pbc") and "snkd93bnjr" in report.dataset_label("pbc")
-    # PBC keeps its folder names; they meet BCCD's classes through bloodlib.classes
+    # PBC keeps its folder names; they meet BCCD's classes through bloodlib.data.classes
     assert classes.shared(PBC_COUNTS, cleaning.CLASSES) == ["EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL"]
 
 

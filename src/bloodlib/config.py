@@ -63,7 +63,7 @@ MODEL_RECIPES: dict[str, dict] = {
     "efficientnet_b0": dict(lr=3e-3),
 }
 
-# Fine-tuning from a backbone this study trained on another dataset (notebook 08, bloodlib.transfer): layered
+# Fine-tuning from a backbone this study trained on another dataset (notebook 08, bloodlib.study.transfer): layered
 # over the home run's recipe, below what the caller sets. Chosen on the validation parts of the full profile's 4
 # BCCD folds (never their test parts), resnet18 from its PBC backbone at 96 px, one thread per run: 15 epochs at
 # one learning rate for all layers, fold-mean validation macro-F1 0.895, against 0.873 with the backbone at a
@@ -132,7 +132,7 @@ class Settings:
     data_dir: Path | None
     output_dir: Path
     image_size: int
-    folds: int  # cross-validation folds; 1: a holdout split (see bloodlib.splits)
+    folds: int  # cross-validation folds; 1: a holdout split (see bloodlib.data.splits)
     repeats: int
     bootstrap: int
     gradcam_per_class: int

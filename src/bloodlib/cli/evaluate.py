@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from bloodlib import config, evaluation
+from bloodlib.evaluation.significance import format_p
 from bloodlib.evaluation.crossdataset import ADAPTATIONS, SHOWN, evaluate_checkpoint, summary
 from bloodlib.models.checkpoints import CheckpointError
 
@@ -44,7 +45,7 @@ def format_text(report: dict) -> str:
         change = report["change"]
         lines.append("  change: " + ", ".join(f"{evaluation.METRIC_LABELS[m]} {change[m]:+.3f}" for m in SHOWN)
                      + f"; {change['n01']} images newly right, {change['n10']} newly wrong, "
-                       f"p={_number(change['p_value'])} ({change['method']})")
+                       f"p={format_p(change['p_value'])} ({change['method']})")
     else:
         lines += block(report, "scores:")
     lines.append(f"intervals: {report['ci_method']}")

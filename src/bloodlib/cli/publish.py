@@ -1,11 +1,12 @@
-"""``python -m bloodlib publish`` (the second half of ``make publish``): the promoted report staged for commit."""
+"""``python -m bloodlib publish`` (the second half of ``make publish``): the report in ``report/`` (the latest
+complete run, promoted there by ``make report``) staged for commit."""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from bloodlib.pipeline.provenance import repo_root
 from bloodlib.pipeline.publish import published_run, stage
-from bloodlib.pipeline.runner import repo_root
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

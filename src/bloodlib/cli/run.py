@@ -1,5 +1,5 @@
 """``python -m bloodlib run [NOTEBOOK...] [--profile P] [-p NAME VALUE] [--resume]`` (``make report``): the
-numbered notebooks in order, then the report."""
+numbered notebooks in order, then the report of the run, promoted into ``report/`` when every notebook succeeded."""
 from __future__ import annotations
 
 import argparse
@@ -8,7 +8,8 @@ from collections.abc import Sequence
 
 from bloodlib import config
 from bloodlib.pipeline import runner
-from bloodlib.pipeline.runner import NotebookFailed, parse_overrides, run
+from bloodlib.pipeline.kernel import NotebookFailed
+from bloodlib.pipeline.parameters import parse_overrides
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -20,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="a notebook parameter (YAML-typed), e.g. -p image_size 96; "
                              "-p 04_resnet.epochs 5 for one notebook only")
     parser.add_argument("-f", "--config", dest="config_file", help="YAML file of parameters (-p wins over it)")
-    parser.add_argument("--report-dir", help="where runs/ and the published report go (default: <repo>/report)")
+    parser.add_argument("--report-dir", help="where runs/ and the report of the latest complete run go (default: <repo>/report)")
     parser.add_argument("--run-id", help="name of the run folder (default: time stamp and git commit)")
     parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN_ID",
                         help="continue the last incomplete run (or RUN_ID) in its folder: finished notebooks are "
@@ -32,18 +33,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
-    """``python -m bloodlib run ...``: 0 when the report was published, 1 on a failing cell or a bad option."""
+    """``python -m bloodlib run ...``: 0 when the run's report was promoted into the report folder, 1 on a failing
+    cell or a bad option."""
     if not isinstance(args, argparse.Namespace):
         args = add_arguments(argparse.ArgumentParser(prog="bloodlib run", description=runner.__doc__.splitlines()[0])
                              ).parse_args(args)
     try:
-        run(args.notebooks or None, profile=args.profile, overrides=parse_overrides(args.parameter),
-            config_file=args.config_file, report_dir=args.report_dir, run_id=args.run_id,
-            kernel_name=args.kernel, show_input=args.show_input, resume=args.resume)
-    except NotebookFailed as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except (ValueError, FileNotFoundError, FileExistsError) as err:
+        runner.run(args.notebooks or None, profile=args.profile, overrides=parse_overrides(args.parameter),
+                   config_file=args.config_file, report_dir=args.report_dir, run_id=args.run_id,
+                   kernel_name=args.kernel, show_input=args.show_input, resume=args.resume)
+    except (NotebookFailed, ValueError, FileNotFoundError, FileExistsError) as err:  # ResumeRefused: a ValueError
         print(f"error: {err}", file=sys.stderr)
         return 1
     return 0

@@ -38,7 +38,7 @@ def shared(classes_a: Iterable[str], classes_b: Iterable[str]) -> list[str]:
     a, b = {canonical(c) for c in classes_a}, {canonical(c) for c in classes_b}
     common = sorted(a & b)
     if not common:
-        raise ValueError(f"no class in common: {sorted(a)} and {sorted(b)} (compared by bloodlib.classes.canonical)")
+        raise ValueError(f"no class in common: {sorted(a)} and {sorted(b)} (compared by bloodlib.data.classes.canonical)")
     return common
 
 

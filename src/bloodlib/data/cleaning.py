@@ -2,7 +2,7 @@
 
 The manifest has one row per labelled image: its id, file, raw and clean label, and whether it was kept (or
 why it was dropped). Every step is counted per class, so that the cleaning table in the report is computed
-from the data, never typed in. The kept images are split afterwards, by :func:`bloodlib.splits.plan`, before
+from the data, never typed in. The kept images are split afterwards, by :func:`bloodlib.data.splits.plan`, before
 any oversampling.
 """
 from __future__ import annotations
@@ -101,7 +101,7 @@ def image_file(image_id: int) -> str:
 def clean(labels: pd.DataFrame, files: Iterable[str], *, unreadable: Iterable[str] = (),
           wbc_boxes: Mapping[str, int] | None = None, params: CleaningParams = CleaningParams(),
           source: str = "labels.csv") -> Cleaning:
-    """Apply the seed's rules in order; the kept images are split later (:func:`bloodlib.splits.plan`).
+    """Apply the seed's rules in order; the kept images are split later (:func:`bloodlib.data.splits.plan`).
 
     ``files`` are the image files that exist (relative to the data root), ``unreadable`` those that fail
     to decode, ``wbc_boxes`` the number of WBC boxes per file (``None``: no box rule). Nothing is read

@@ -1,7 +1,7 @@
 """The decoded images of one dataset as uint8 tensors, with their labels and splits.
 
 Training, evaluation and the figures all read an :class:`ImageSet`: images are decoded and resized
-once (see :mod:`bloodlib.images`), so no epoch and no notebook decodes a JPEG again.
+once (see :mod:`bloodlib.data.images`), so no epoch and no notebook decodes a JPEG again.
 """
 from __future__ import annotations
 
@@ -99,9 +99,9 @@ def prepare(settings: "config.Settings", *, params: cleaning.CleaningParams | No
 
     ``settings.dataset`` picks the data: ``"bccd"`` (the smears and labels.csv), ``"kaggle-augmented"``
     (dataset2-master), ``"pbc"`` (the PBC atlas; with the smoke profile a subset, :func:`max_images`),
-    ``"folder:/path"`` or ``"csv:/path/list.csv"`` (see :mod:`bloodlib.folders`).
+    ``"folder:/path"`` or ``"csv:/path/list.csv"`` (see :mod:`bloodlib.data.folders`).
     Deterministic for a given data folder and seed: every notebook calls this and gets the same manifest and
-    the same splits (:func:`bloodlib.splits.plan`), so a notebook can also be run on its own. The kept rows
+    the same splits (:func:`bloodlib.data.splits.plan`), so a notebook can also be run on its own. The kept rows
     record the splits: ``split`` (holdout: train, val, test, or a further test set) and, for
     cross-validation, ``test_fold_r1``, ... (the fold each image is tested in, per repeat).
     """
@@ -131,7 +131,7 @@ def prepare(settings: "config.Settings", *, params: cleaning.CleaningParams | No
 
 
 def split(rows: pd.DataFrame, settings: "config.Settings") -> tuple[pd.DataFrame, list[splits.Split], str]:
-    """The run's splits of the kept ``rows`` (:func:`bloodlib.splits.plan`), and the rows recording them:
+    """The run's splits of the kept ``rows`` (:func:`bloodlib.data.splits.plan`), and the rows recording them:
     ``split`` (holdout: train, val, test; the dataset's further test sets as they are) or, for
     cross-validation, ``test_fold_r1``, ... (the fold each image is tested in, per repeat)."""
     rows = rows.reset_index(drop=True)

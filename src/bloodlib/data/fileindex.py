@@ -35,7 +35,7 @@ def cache_folder(cache: Path | bool | None) -> Path | None:
 
 def inspect_file(path: Path) -> dict:
     """One read of a file: its SHA-256, whether it is an image that decodes (header size, status) and, for
-    crop mode, the box of the WBC found by its stain (:func:`bloodlib.images.stain_box`; "" when none)."""
+    crop mode, the box of the WBC found by its stain (:func:`bloodlib.data.images.stain_box`; "" when none)."""
     data = Path(path).read_bytes()
     record = dict(sha256=hashlib.sha256(data).hexdigest(), width=0, height=0, status="ok", detail="", stain_box="")
     if Path(path).suffix.lower() not in IMG_EXTENSIONS:

@@ -1,10 +1,10 @@
 """Datasets beyond the 347 smears: Kaggle's augmented ``dataset2-master`` and any folder-per-class or CSV list.
 
-Each becomes the same :class:`~bloodlib.cleaning.Cleaning` (manifest + per-step table) as the BCCD smears,
+Each becomes the same :class:`~bloodlib.data.cleaning.Cleaning` (manifest + per-step table) as the BCCD smears,
 so that every notebook runs unchanged on it; the ``dataset`` parameter picks one
 (:func:`bloodlib.data.sources.parse_dataset`):
 
-- ``"bccd"``: the 347 labelled smears (:func:`bloodlib.datasets.clean_bccd`);
+- ``"bccd"``: the 347 labelled smears (:func:`bloodlib.data.datasets.clean_bccd`);
 - ``"kaggle-augmented"``: ``dataset2-master/images/{TRAIN,TEST,TEST_SIMPLE}/<CLASS>/*.jpeg`` of the same
   Kaggle download (:func:`clean_kaggle_augmented`);
 - ``"pbc"``: the PBC atlas of normal peripheral blood cells, ``PBC_dataset_normal_DIB/<class>/*.jpg``
@@ -13,8 +13,8 @@ so that every notebook runs unchanged on it; the ``dataset`` parameter picks one
   a CSV with columns ``path,label`` (:func:`clean_folder`).
 
 Every file is read once: its SHA-256, header size and whether it decodes are remembered per
-(path, size, mtime) under ``config.cache_dir()/"index"`` (:func:`bloodlib.fileindex.index_files`).
-Byte-identical copies are found by that hash (:func:`bloodlib.near_duplicates.find_duplicates`): a copy under
+(path, size, mtime) under ``config.cache_dir()/"index"`` (:func:`bloodlib.data.fileindex.index_files`).
+Byte-identical copies are found by that hash (:func:`bloodlib.data.near_duplicates.find_duplicates`): a copy under
 the same class is dropped (``duplicate``, the first copy kept), copies under two classes are all dropped
 (``conflicting_duplicate``); files that are not images (``not_an_image``) or do not decode (``unreadable``)
 are skipped and listed in the manifest.
@@ -23,7 +23,7 @@ dataset2-master holds augmented copies (rotation, shift, shear, zoom, flips, bla
 TEST smears: 16-155 copies per smear depending on the class. Its names ``_<k>_<n>.jpeg`` (Keras'
 ``save_to_dir``) do not name the source: ``k`` is a position in a shuffled pass over the smears and ``n`` is
 random (checked against the dataset-master originals). The copies are grouped by image similarity instead
-(:func:`bloodlib.near_duplicates.source_groups`), and the validation split taken from TRAIN is grouped by
+(:func:`bloodlib.data.near_duplicates.source_groups`), and the validation split taken from TRAIN is grouped by
 those source groups, so that copies of one smear do not straddle train and validation.
 """
 from __future__ import annotations
@@ -80,7 +80,7 @@ def clean_kaggle_augmented(root: Path, params: CleaningParams = CleaningParams()
     """dataset2-master as a :class:`Cleaning`: TRAIN -> train/val grouped by source smear, TEST -> test,
     TEST_SIMPLE -> test_simple; duplicates and non-images dropped and counted.
 
-    The validation part of TRAIN is chosen by :func:`bloodlib.splits.plan`, grouped by source smear. ``cache``: where the
+    The validation part of TRAIN is chosen by :func:`bloodlib.data.splits.plan`, grouped by source smear. ``cache``: where the
     file index and the source groups are remembered (default ``config.cache_dir()/"index"``, ``False``: none).
     """
     root = Path(root)
@@ -166,8 +166,8 @@ def clean_folder(spec_path: Path, params: CleaningParams = CleaningParams(), *, 
     """A folder-per-class tree or a CSV list as a :class:`Cleaning`, and the data root ``file`` is relative to.
 
     Each kept file's group is its content (byte-identical copies are one group), so that no copy straddles two
-    splits (:func:`bloodlib.splits.plan`). ``group_by="similarity"`` groups augmented copies of one source too
-    (:func:`bloodlib.near_duplicates.source_groups`, per class), for folders that already hold augmentations.
+    splits (:func:`bloodlib.data.splits.plan`). ``group_by="similarity"`` groups augmented copies of one source too
+    (:func:`bloodlib.data.near_duplicates.source_groups`, per class), for folders that already hold augmentations.
     ``max_images``: clean only a subset of the listed files, seeded by ``params.seed`` (:func:`subset_files`).
     """
     if group_by not in ("content", "similarity"):

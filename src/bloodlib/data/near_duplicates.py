@@ -58,7 +58,7 @@ def source_groups(files: list[Path], *, min_copies: int = 5, cache: Path | bool 
     the image on circles around its stained cell), compared at every rotation and mirror image over what
     both images show (:func:`fingerprint_distances`); :func:`cluster_fingerprints` groups them. Give the
     files of one class folder: copies of one source share its label. Remembered in ``cache``
-    (:func:`bloodlib.fileindex.cache_folder`: default ``config.cache_dir()/"index"``, ``False``: none) per
+    (:func:`bloodlib.data.fileindex.cache_folder`: default ``config.cache_dir()/"index"``, ``False``: none) per
     (path, size, mtime).
     """
     files = [Path(f) for f in files]

@@ -2,7 +2,7 @@
 
 Which images train, which choose the epoch (validation) and which test a model is decided here and nowhere
 else; the manifest, notebook 02's tables and the training notebooks all show the list :func:`plan` returns,
-and :func:`bloodlib.experiment.run_model` trains on that same list. Three protocols:
+and :func:`bloodlib.study.experiment.run_model` trains on that same list. Three protocols:
 
 - **the dataset's own test set** (``kaggle-augmented``: TEST): a grouped, stratified validation part of the
   dataset's training images selects the epoch; further sets of the dataset (TEST_SIMPLE) are scored apart;
@@ -13,7 +13,7 @@ and :func:`bloodlib.experiment.run_model` trains on that same list. Three protoc
 
 Every split is stratified by class and grouped: copies of one source image (augmented copies, byte-identical
 files) share a group, and a group never straddles a boundary. Splitting happens before any oversampling,
-which repeats training positions only (:meth:`bloodlib.datasets.ImageSet.training_indices`).
+which repeats training positions only (:meth:`bloodlib.data.datasets.ImageSet.training_indices`).
 """
 from __future__ import annotations
 

@@ -1,13 +1,13 @@
 """A trained checkpoint scored on another labelled dataset (``bloodlib evaluate``), and test-time ways of
 narrowing the gap between the two labs, measured before and after on the same images.
 
-The target dataset is prepared as every notebook prepares it (:func:`bloodlib.datasets.prepare`: cleaned,
+The target dataset is prepared as every notebook prepares it (:func:`bloodlib.data.datasets.prepare`: cleaned,
 decoded, cached) at the checkpoint's image size and mode. Class names meet through
-:mod:`bloodlib.classes`: only images of the classes both sides have are scored, with the model's outputs
+:mod:`bloodlib.data.classes`: only images of the classes both sides have are scored, with the model's outputs
 restricted to those classes (softmax over their logits), and what was left out on each side is said. The
-result is an ordinary :class:`bloodlib.evaluate.Evaluation` (classes: the canonical names), so
-:func:`~bloodlib.evaluate.evaluation_ci`, :func:`~bloodlib.evaluate.per_class_table` and
-:func:`~bloodlib.evaluate.confusion_tables` apply unchanged; where the target's images share source groups
+result is an ordinary :class:`bloodlib.evaluation.Evaluation` (classes: the canonical names), so
+:func:`~bloodlib.evaluation.evaluation_ci`, :func:`~bloodlib.evaluation.per_class_table` and
+:func:`~bloodlib.evaluation.confusion_tables` apply unchanged; where the target's images share source groups
 (kaggle-augmented) the intervals resample whole groups.
 
 Adaptations (``adapt``), applied in this order whatever order they are given in:
@@ -89,7 +89,7 @@ def evaluate_checkpoint(checkpoint: str | Path, settings: config.Settings, *, ad
                         split: str | None = None, reference: config.Settings | torch.Tensor | None = None,
                         device: torch.device | str | None = None, batch_size: int = 128,
                         progress: bool = False) -> tuple[evaluation.Evaluation, CrossDataset]:
-    """Score ``checkpoint`` on ``settings.dataset``: an :class:`~bloodlib.evaluate.Evaluation` over the classes
+    """Score ``checkpoint`` on ``settings.dataset``: an :class:`~bloodlib.evaluation.Evaluation` over the classes
     both share, and the :class:`CrossDataset` details.
 
     ``settings`` names the target (dataset, data_dir, seed, folds); its mode, image size and crop margin are
@@ -112,7 +112,7 @@ def evaluate_checkpoint(checkpoint: str | Path, settings: config.Settings, *, ad
     except ValueError:
         raise ValueError(f"{checkpoint} ({metadata['model']}, classes {metadata['classes']}) and dataset "
                          f"{target.dataset!r} (classes {data.classes}) share no class (names compared by "
-                         f"bloodlib.classes.canonical)") from None
+                         f"bloodlib.data.classes.canonical)") from None
     columns = _columns(metadata["classes"], shared, checkpoint)
     target_names = np.asarray(data.classes)[data.labels.numpy()[selected]]
     mask, left_out = classes.restriction(target_names, shared)
@@ -200,7 +200,7 @@ def _columns(model_classes: list[str], shared: list[str], checkpoint) -> list[in
     doubled = sorted({n for n in names if names.count(n) > 1})
     if doubled:
         raise ValueError(f"{checkpoint}: the model's classes {model_classes} name {doubled} twice once compared "
-                         f"(bloodlib.classes.canonical): which output is which is ambiguous")
+                         f"(bloodlib.data.classes.canonical): which output is which is ambiguous")
     return [names.index(c) for c in shared]
 
 

@@ -131,3 +131,28 @@ def holm(p_values: Sequence[float]) -> np.ndarray:
     out = np.empty_like(p)
     out[order] = np.minimum(adjusted, 1.0)
     return out
+
+
+SCIENTIFIC_BELOW = 1e-3  # smaller p-values are written as 3.8e-14: rounded to decimals they would read 0.0
+
+
+def format_p(p: float | None, digits: int = 2, *, alpha: float = 0.05) -> str:
+    """A p-value as a reader wants it: ``digits`` significant digits, as a decimal from 0.001 up ("0.26",
+    "0.031", "1"), in scientific notation below ("3.8e-14"); "< 1e-300" for a p that underflowed to 0, and "–"
+    for none (NaN, None). A digit is added while rounding would carry p across ``alpha`` (0.0496 is written
+    "0.0496", not "0.05"), so the text never contradicts a significance call made on the number."""
+    if p is None or math.isnan(p):
+        return "–"
+    if not 0 <= p <= 1:
+        raise ValueError(f"a p-value lies in [0, 1], got {p}")
+    if p == 0:
+        return "< 1e-300"
+    while True:
+        if p >= SCIENTIFIC_BELOW:
+            text = f"{p:.{digits}g}"
+        else:
+            mantissa, exponent = f"{p:.{digits - 1}e}".split("e")
+            text = f"{mantissa}e{int(exponent)}"
+        if (float(text) < alpha) == (p < alpha) or digits >= 6:
+            return text
+        digits += 1

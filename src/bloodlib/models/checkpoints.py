@@ -1,6 +1,6 @@
 """The checkpoint format: what a training run writes, and how it is read back and checked.
 
-:func:`bloodlib.train.fit` writes two checkpoints into its ``out_dir``:
+:func:`bloodlib.training.train.fit` writes two checkpoints into its ``out_dir``:
 
 - ``best.pt``: the weights of the kept epoch (the best on validation, or a fixed schedule's last) and the
   metadata needed to use them (model, classes, image size, mode, normalisation, ...), written atomically

@@ -33,8 +33,10 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
+from bloodlib import config
 from bloodlib.models import checkpoints
 from bloodlib.models.registry import ModelSpec, build_model, get_spec
+from bloodlib.utils import paths
 
 PROBE_TIMEOUT = 3.0  # seconds to wait for a weights host before deciding we are offline
 KEYWORDS = ("scratch", "imagenet", "auto")  # besides a checkpoint path and a dataset name
@@ -129,8 +131,10 @@ def _from_checkpoint(name: str, num_classes: int, path: Path, image_size: int | 
     model.reset_classifier(num_classes)  # the backbone is kept, the head starts afresh for the new classes
     model.train()
     del model.checkpoint_metadata
-    record = {"kind": "checkpoint", "path": str(path.resolve()), "dataset": metadata.get("dataset"),
-              "data_checksum": metadata.get("data_checksum"), "model": metadata["model"],
+    # the record travels in metrics.json and the report: the path as the checkout names it, not this machine
+    record = {"kind": "checkpoint", "path": paths.portable(path.resolve(), config.project_root()),
+              "dataset": metadata.get("dataset"), "data_checksum": metadata.get("data_checksum"),
+              "model": metadata["model"],
               "image_size": list(metadata["image_size"]), "mode": metadata.get("mode"),
               "classes": metadata["classes"], "recipe": metadata.get("train_config"),
               "backbone": metadata.get("backbone"), "test_metrics": metadata.get("test_metrics")}

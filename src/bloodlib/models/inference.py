@@ -1,12 +1,12 @@
 """Inference with a trained model: class probabilities of uint8 image tensors (:func:`predict_proba`), and
 the classes of users' image files with a checkpoint (``bloodlib predict IMAGE... --checkpoint best.pt``).
 
-A user's image is converted the way the training cache converted the smears (see :mod:`bloodlib.images`):
+A user's image is converted the way the training cache converted the smears (see :mod:`bloodlib.data.images`):
 RGB (grayscale, palette and transparent images too; transparency over white), then
 
 - ``full`` checkpoints: the whole image resized to the checkpoint's (H, W), bilinear with antialiasing;
 - ``crop`` checkpoints: the training crops were centred on the white cell's box; a user's image has no
-  box, so the cell is found by its stain (:func:`bloodlib.images.stain_box`, the rule crop mode uses on
+  box, so the cell is found by its stain (:func:`bloodlib.data.images.stain_box`, the rule crop mode uses on
   datasets without boxes) and the square around it, grown by the checkpoint's margin, is resized to
   (H, W). An image without a purple blob large enough (not a stained smear) falls back to its centred square.
 """

@@ -114,8 +114,8 @@ REGISTRY: dict[str, ModelSpec] = {
     # from scratch it learns slowly at lr 1e-3: 4-fold macro-F1 0.44 -> 0.61 at 3e-3 (96 px, 30 epochs, BCCD crops)
     "efficientnet_b0": ModelSpec(
         _timm_builder("efficientnet_b0"), 16, _HF, title="EfficientNet-B0",
-        description="4 million parameters of mobile inverted bottlenecks with squeeze-and-excitation, scaled "
-                    "for accuracy per FLOP; through `timm`.",
+        description="A network scaled for accuracy per FLOP: 4 million parameters of mobile inverted "
+                    "bottlenecks with squeeze-and-excitation; through `timm`.",
         citation="Tan and Le, *EfficientNet: Rethinking Model Scaling for Convolutional Neural Networks*, "
                  "ICML 2019 ([arXiv:1905.11946](https://arxiv.org/abs/1905.11946))"),
     # timm has no AlexNet: torchvision's, adapted to run below its native 63 px (see SmallInputAlexNet)

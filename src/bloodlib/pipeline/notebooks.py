@@ -9,6 +9,7 @@ and nothing else. ``tests/test_notebooks.py`` fails when a committed notebook is
 """
 from __future__ import annotations
 
+import argparse
 import sys
 import textwrap
 from pathlib import Path
@@ -37,8 +38,7 @@ def as_markdown_lines(text: str) -> str:
     return "\n".join(f"# {line}" for line in lines)
 
 
-def _template(folder: Path) -> jinja2.Template:
-    path = folder / TEMPLATE
+def _template(path: Path) -> jinja2.Template:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: the training notebooks' template is missing")
     # StrictUndefined: a misspelt placeholder is an error, not an empty string in three notebooks
@@ -51,20 +51,29 @@ def _template(folder: Path) -> jinja2.Template:
         raise ValueError(f"{path}, line {err.lineno}: {err.message}") from None
 
 
-def render_training(stem: str, folder: Path | None = None) -> str:
-    """The percent-format text of training notebook ``stem`` (``"04_resnet"``): the template filled with its number,
-    its model's name and that model's registry entry."""
+def render(model_name: str, number: str, folder: Path | None = None) -> str:
+    """The template filled for ``model_name`` (its registry entry's title, description and citation) under the
+    heading number ``number``: the percent-format text of a training notebook."""
     folder = Path(folder) if folder is not None else notebooks_dir()
-    if stem not in TRAINING_NOTEBOOKS:
-        raise ValueError(f"{stem!r} is not a training notebook: expected one of {sorted(TRAINING_NOTEBOOKS)}")
-    model_name = TRAINING_NOTEBOOKS[stem]
     spec = models.get_spec(model_name)
     missing = [field for field in ("title", "description", "citation") if not getattr(spec, field)]
     if missing:
-        raise ValueError(f"model {model_name!r} (bloodlib.models.registry) has no {', '.join(missing)}: its "
-                         f"notebook {stem} needs them")
-    return _template(folder).render(number=stem.split("_", 1)[0], model_name=model_name, title=spec.title,
-                                    description=spec.description, citation=spec.citation)
+        raise ValueError(f"model {model_name!r} has no {', '.join(missing)} in bloodlib.models.registry: its "
+                         f"training notebook needs them")
+    path = folder / TEMPLATE
+    try:
+        return _template(path).render(number=number, model_name=model_name, title=spec.title,
+                               description=spec.description, citation=spec.citation)
+    except jinja2.UndefinedError as err:
+        raise ValueError(f"{path}: {err.message} (the placeholders are number, model_name, title, description "
+                         f"and citation)") from None
+
+
+def render_training(stem: str, folder: Path | None = None) -> str:
+    """The percent-format text of training notebook ``stem`` (``"04_resnet"``)."""
+    if stem not in TRAINING_NOTEBOOKS:
+        raise ValueError(f"{stem!r} is not a training notebook: expected one of {sorted(TRAINING_NOTEBOOKS)}")
+    return render(TRAINING_NOTEBOOKS[stem], stem.split("_", 1)[0], folder)
 
 
 def as_ipynb(text: str) -> str:
@@ -95,9 +104,13 @@ def write_training_notebooks(folder: Path | None = None) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m bloodlib.pipeline.notebooks [NOTEBOOKS_DIR]``: write the training notebooks."""
-    argv = sys.argv[1:] if argv is None else argv
-    for path in write_training_notebooks(Path(argv[0]) if argv else None):
+    """``python -m bloodlib.pipeline.notebooks [--notebooks DIR]``: write the training notebooks."""
+    parser = argparse.ArgumentParser(prog="python -m bloodlib.pipeline.notebooks",
+                                     description="Write notebooks 04-06 (.py and .ipynb) from "
+                                                 "notebooks/templates/training.py and the model registry.")
+    parser.add_argument("--notebooks", type=Path, default=None, help="the notebooks folder (default: the checkout's)")
+    args = parser.parse_args(argv)
+    for path in write_training_notebooks(args.notebooks):
         print(f"wrote {path}")
     return 0
 

@@ -1,9 +1,8 @@
-"""The report a reader opens: executed notebooks rendered to self-contained HTML, and an index page.
+"""The report a reader opens first: a run's index page, and its pages rendered (:mod:`bloodlib.pipeline.pages`).
 
-Each notebook becomes ``pages/NN_name.html`` (nbconvert's lab look, code hidden unless asked for, every
-figure an inline PNG, nothing loaded from a CDN, so the pages work offline and from any folder). The index
-(``index.html``) states the question, the data after cleaning, the comparison with confidence intervals and
-the headline figure, links to the pages, a model card and the run record.
+The index (``index.html``) states the question, the data after cleaning and how the run split it, the
+comparison with confidence intervals and the headline figure, links to the pages, a model card and the run
+record. It travels with the report: every path it shows is portable (:func:`bloodlib.utils.paths.portable`).
 """
 from __future__ import annotations
 
@@ -12,97 +11,22 @@ import html
 import json
 import os
 import re
-from collections.abc import Sequence
 from pathlib import Path
 
 import jinja2
-import nbformat
 import pandas as pd
 from markupsafe import Markup
 
 from bloodlib import evaluation
 from bloodlib.data import cleaning, folders
-from bloodlib.utils import fileio
+from bloodlib.pipeline import records
+from bloodlib.pipeline.pages import TEMPLATES, css, duration, page_list, render_notebook
+from bloodlib.pipeline.provenance import repo_root
+from bloodlib.utils import fileio, paths
 
-TEMPLATES = Path(__file__).resolve().parent / "templates"
 TITLE = "White blood cell classification on BCCD smears"
 SPLITS = ("train", "val", "test")
-WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"  # tqdm.auto bars: meaningless without a live kernel
-
-
-# ------------------------------------------------------------------------------------------- pages
-def css() -> str:
-    return (TEMPLATES / "style.css").read_text(encoding="utf-8")
-
-
-def notebook_title(nb: nbformat.NotebookNode, fallback: str) -> str:
-    """The first markdown heading (``# 02 · Cleaning: ...``), else ``fallback``."""
-    for cell in nb.cells:
-        if cell.cell_type == "markdown":
-            match = re.search(r"^#+\s+(.+)$", cell.source, re.MULTILINE)
-            if match:
-                return match.group(1).strip()
-    return fallback
-
-
-def for_readers(nb: nbformat.NotebookNode, *, show_input: bool = False, keep_stderr: bool = False
-                ) -> nbformat.NotebookNode:
-    """A copy without what a reader does not need: stderr (warnings, progress bars), live widgets, a
-    figure shown twice in one cell (the inline backend draws an open figure that the cell also returns),
-    and, when code is hidden, the cells that would show nothing (parameters, imports)."""
-    nb = nbformat.from_dict(json.loads(json.dumps(nb)))  # deep copy
-    cells = []
-    for cell in nb.cells:
-        if cell.cell_type == "code":
-            outputs, seen = [], set()
-            for o in cell.get("outputs", []):
-                png = o.get("data", {}).get("image/png")
-                if (not keep_stderr and o.output_type == "stream" and o.get("name") == "stderr") \
-                        or WIDGET_VIEW in o.get("data", {}) or (png and png in seen):
-                    continue
-                seen.add(png)
-                outputs.append(o)
-            cell.outputs = outputs
-            if not show_input and not cell.outputs:
-                continue
-        cells.append(cell)
-    nb.cells = cells
-    return nb
-
-
-def duration(seconds) -> str:
-    """12.3 -> '12.3 s', 754 -> '12 min 34 s'."""
-    if seconds is None or seconds != seconds:
-        return "?"
-    seconds = float(seconds)
-    return f"{seconds:.1f} s" if seconds < 60 else f"{int(seconds // 60)} min {int(round(seconds % 60))} s"
-
-
-def render_notebook(notebook: str | os.PathLike, dest: str | os.PathLike, *, show_input: bool = False,
-                    keep_stderr: bool = False, index_href: str = "../index.html",
-                    siblings: Sequence[dict] = (), run_id: str | None = None) -> Path:
-    """One executed notebook -> a self-contained HTML page (written atomically)."""
-    from nbconvert import HTMLExporter
-
-    notebook, dest = Path(notebook), Path(dest)
-    try:
-        nb = nbformat.read(notebook, as_version=4)
-    except Exception as err:
-        raise ValueError(f"{notebook}: not a readable notebook ({err})") from None
-    papermill_meta = nb.metadata.get("papermill", {})
-    exporter = HTMLExporter(template_name="page", template_file="page.html.j2",
-                            extra_template_basedirs=[str(TEMPLATES)], exclude_input=not show_input,
-                            exclude_input_prompt=True, exclude_output_prompt=True, embed_images=True)
-    resources = {"metadata": {"name": notebook_title(nb, notebook.stem), "path": str(notebook.parent)},
-                 "bloodlib": {"css": css(), "index_href": index_href, "run_id": run_id,
-                              "source": f"notebooks/{notebook.name}",
-                              "parameters": papermill_meta.get("parameters") or {},
-                              "duration": duration(papermill_meta.get("duration")),
-                              "siblings": [dict(s, current=s.get("stem") == notebook.stem) for s in siblings]}}
-    body, _ = exporter.from_notebook_node(for_readers(nb, show_input=show_input, keep_stderr=keep_stderr),
-                                          resources=resources)
-    fileio.write_text(dest, body)
-    return dest
+FOLD_COLUMN = re.compile(r"test_fold_r(\d+)")  # the manifest's fold of each image, per repeat (cross-validation)
 
 
 def render_run(run_dir: str | os.PathLike, *, show_input: bool = False) -> Path:
@@ -114,24 +38,6 @@ def render_run(run_dir: str | os.PathLike, *, show_input: bool = False) -> Path:
         render_notebook(nb, run_dir / "pages" / f"{nb.stem}.html", show_input=show_input, siblings=siblings,
                         run_id=run_dir.name)
     return write_index(run_dir, run_dir / "index.html", run_href=".", show_input=show_input)
-
-
-def page_list(run_dir: Path, run_href: str = ".") -> list[dict]:
-    """The notebooks of a run as the index lists them: number, title, page, notebook file, time, status."""
-    record = _read_json(run_dir / "run_record.json") or {}
-    timing = {n["name"]: n for n in record.get("notebooks", [])}
-    pages = []
-    for path in sorted((run_dir / "notebooks").glob("*.ipynb")):
-        try:
-            title = notebook_title(nbformat.read(path, as_version=4), path.stem)
-        except Exception:
-            title = path.stem
-        number = path.stem.split("_")[0]
-        pages.append({"stem": path.stem, "number": number, "title": title, "href": f"{path.stem}.html",
-                      "page": f"pages/{path.stem}.html", "notebook": f"{run_href}/notebooks/{path.name}",
-                      "seconds": timing.get(path.stem, {}).get("seconds"),
-                      "status": timing.get(path.stem, {}).get("status")})
-    return pages
 
 
 # ------------------------------------------------------------------------------------------- index
@@ -160,9 +66,43 @@ def dataset_label(spec: str | None) -> str:
     return f"{what} <code>{html.escape(path or spec)}</code>"
 
 
+def split_protocol(kept: pd.DataFrame, dataset: str) -> dict:
+    """How the run split its kept images, read from its manifest (:func:`bloodlib.data.splits.plan` made it):
+    ``kind`` "cv" (with ``folds`` and ``repeats``: the manifest's ``test_fold_r1``, ... columns), "own test"
+    (the dataset's own test set) or "holdout"; ``text``: how the index says it."""
+    columns = [c for c in kept.columns if FOLD_COLUMN.fullmatch(c)]
+    if columns:
+        tested = pd.to_numeric(kept[columns[0]], errors="coerce")
+        folds, repeats = int(tested[tested >= 0].nunique()), len(columns)
+        text = (f"stratified k-fold cross-validation, {folds} folds"
+                + (f" repeated {repeats} times with other shuffles" if repeats > 1 else "")
+                + ": each image is tested once" + (" per repeat" if repeats > 1 else "")
+                + ", by a model that never saw it")
+        return {"kind": "cv", "folds": folds, "repeats": repeats, "text": text}
+    if dataset == "kaggle-augmented" or (kept["split"] == "test_simple").any():
+        return {"kind": "own test", "text": "the dataset's own split: training images and a test set, with any "
+                                            "further test set scored apart"}
+    return {"kind": "holdout", "text": "one held-out train / validation / test split"}
+
+
+def epoch_rule(record: dict) -> str | None:
+    """Which epoch the run's trained models keep, from what their notebooks resolved to (the run record)."""
+    trains = [(n.get("settings") or {}).get("train") or {} for n in record.get("notebooks") or []
+              if (n.get("settings") or {}).get("model")]
+    rules = {(t.get("keep_epoch"), t.get("epochs"), t.get("patience")) for t in trains}
+    if len(rules) != 1:
+        return "the epoch each model keeps is on its page" if rules else None
+    keep, epochs, patience = rules.pop()
+    if keep == "last":
+        return (f"each model is its last epoch of a fixed {epochs}-epoch schedule, and a validation part of its "
+                f"training images (never its test images) is only watched")
+    return (f"a validation part of each model's training images (never its test images) chooses its epoch: the "
+            f"best validation macro-F1 of at most {epochs}, stopping after {patience} without a better one")
+
+
 def data_summary(run_dir: Path, dataset: str | None = None) -> dict | None:
     """Images per class and split after cleaning (with cross-validation: the test folds of the first repeat, as
-    the models used them), and what was skipped, from the run's ``data/manifest.csv``."""
+    the models used them), how they were split, and what was skipped, from the run's ``data/manifest.csv``."""
 
     path = run_dir / "data" / "manifest.csv"
     if not path.is_file():
@@ -187,6 +127,7 @@ def data_summary(run_dir: Path, dataset: str | None = None) -> dict | None:
     dropped = manifest.loc[~kept_mask, "reason"].value_counts() if "reason" in manifest else pd.Series(dtype=int)
     return {"table": _html(table), "kept": int(kept_mask.sum()), "rows": len(manifest),
             "dataset": dataset or "bccd", "dataset_label": Markup(dataset_label(dataset)),
+            "protocol": split_protocol(kept, dataset or "bccd"),
             "skipped": [(steps.get(reason, reason), int(n)) for reason, n in dropped.items()],
             "labelled": int((~manifest["reason"].isin(unlabelled)).sum()) if "reason" in manifest else len(manifest),
             "counts": ", ".join(f"{c.lower()} {n}" for c, n in counts.items())}
@@ -305,9 +246,10 @@ def run_rows(record: dict) -> list[tuple[str, str]]:
 def write_index(run_dir: str | os.PathLike, dest: str | os.PathLike, *, run_href: str = ".",
                 show_input: bool = False) -> Path:
     """The index page of a run. Links are relative to ``dest``: pages in ``pages/``, run files under
-    ``run_href`` (``"."`` in the run folder, ``"runs/<id>"`` in the published report)."""
+    ``run_href`` (``"."`` in the run folder, ``"runs/<id>"`` in the report folder). The record's paths are
+    shown portable, whatever the record holds (the parameters given are kept there as given)."""
     run_dir, dest = Path(run_dir), Path(dest)
-    record = _read_json(run_dir / "run_record.json") or {"run_id": run_dir.name}
+    record = paths.portable_values(_read_json(run_dir / records.RECORD) or {"run_id": run_dir.name}, repo_root())
     pages = [dict(p, href=p["page"]) for p in page_list(run_dir, run_href)]
     data = data_summary(run_dir, (record.get("settings") or {}).get("dataset"))
     if data:
@@ -328,11 +270,11 @@ def write_index(run_dir: str | os.PathLike, dest: str | os.PathLike, *, run_href
         comparison=Markup(_html(_with_ci(table))) if table is not None else None,
         comparison_source=f"{run_href}/comparison/comparison.csv" if csv.is_file() else None,
         ci_method=method, headline=_embedded_png(run_dir / "comparison" / "headline.png"),
-        conclusion=_conclusion(run_dir),
+        conclusion=_conclusion(run_dir), epoch_rule=epoch_rule(record),
         models=list(models) or (list(table.index) if table is not None else []),
         pretrained={name: m.get("initial_weights") or m.get("pretrained") for name, m in models.items()},
         run_rows=[(k, Markup(v)) for k, v in run_rows(record)],
-        run_links=[(name, f"{run_href}/{name}") for name in ("run_record.json", "run.log")
+        run_links=[(name, f"{run_href}/{name}") for name in (records.RECORD, "run.log")
                    if (run_dir / name).is_file()])
     fileio.write_text(dest, page)
     return dest

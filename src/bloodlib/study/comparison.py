@@ -2,14 +2,18 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 
 import pandas as pd
 
 from bloodlib import evaluation
+from bloodlib.evaluation.significance import format_p
 from bloodlib.utils import fileio
 
 ALPHA = 0.05
+P_COLUMNS = ("p_value", "p_holm")  # the p-values of evaluation.pairwise_mcnemar and pairwise_fold_tests
+NUMBER_WORDS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
 
 
 @dataclasses.dataclass
@@ -65,14 +69,56 @@ def display_table(comparison: Comparison) -> pd.DataFrame:
     shown["GFLOPs / image"] = (table["flops"] / 1e9).round(3)
     shown["training time (s)"] = table["train_seconds"].round(0)
     shown["inference (images/s)"] = table["throughput"].round(0)
-    shown["weights"] = table["pretrained_source"]
+    shown["weights"] = [initial_weights(comparison.evaluations[model]) for model in table.index]
     shown["test images"] = table["n_test"]
     return shown
+
+
+def display_tests(tests: pd.DataFrame, *, p_columns=P_COLUMNS, decimals: int = 4) -> pd.DataFrame:
+    """Paired tests as a reader wants them: each p-value by :func:`~bloodlib.evaluation.significance.format_p`
+    ("3.8e-14", "0.26": rounded to decimals a small p would read 0.0), other numbers to ``decimals``. For display
+    only: the saved tables keep the full numbers."""
+    shown = tests.round(decimals)
+    for column in p_columns:
+        shown[column] = [format_p(p) for p in tests[column]]
+    return shown
+
+
+def initial_weights(ev: evaluation.Evaluation) -> str:
+    """How ``ev``'s model started, from its record (``extra["initial_weights"]``, else ``pretrained_source``),
+    as a past participle: "trained from scratch", "fine-tuned from a resnet18 backbone trained on pbc (96x96 px)"."""
+    record = ev.extra.get("initial_weights") or {}
+    kind = record.get("kind") or ev.pretrained_source
+    if kind == "checkpoint":
+        size = "x".join(str(side) for side in record.get("image_size") or [])
+        return (f"fine-tuned from a {record.get('model') or 'saved'} backbone trained on "
+                f"{record.get('dataset') or record.get('path')}" + (f" ({size} px)" if size else ""))
+    known = {"scratch": "trained from scratch", "imagenet": "fine-tuned from ImageNet weights"}
+    return known.get(kind, f"started from {kind}" if kind else "started from weights that were not recorded")
+
+
+def weights_sentence(comparison: Comparison) -> str:
+    """Which initial weights each model of the table had, models with the same start named together."""
+    starts: dict[str, list[str]] = {}
+    for model in comparison.table.index:
+        starts.setdefault(initial_weights(comparison.evaluations[model]), []).append(str(model))
+    if len(starts) == 1 and len(comparison.table) > 1:
+        (start, names), = starts.items()
+        count = len(names)
+        every = "both" if count == 2 else f"all {NUMBER_WORDS[count] if count < len(NUMBER_WORDS) else count}"
+        return f"Initial weights, from each model's record: {every} models were {start}."
+    return "Initial weights, from each model's record: " + "; ".join(
+        f"{_listed(names)} {'was' if len(names) == 1 else 'were'} {start}" for start, names in starts.items()) + "."
+
+
+def _listed(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 def conclusion(comparison: Comparison, alpha: float = ALPHA) -> str:
     """A paragraph that states the ranking and says plainly which differences are significant."""
     table, pairs = comparison.table, comparison.mcnemar
+    p = functools.partial(format_p, alpha=alpha)  # never rounded across alpha
     best = table.index[0]
     row = table.loc[best]
     lines = [f"**{best}** has the highest macro-F1 on the {int(row['n_test'])} test predictions: "
@@ -96,12 +142,12 @@ def conclusion(comparison: Comparison, alpha: float = ALPHA) -> str:
         else:
             for r in significant.itertuples():
                 better = r.model_a if r.accuracy_a > r.accuracy_b else r.model_b
-                lines.append(f"{r.model_a} vs {r.model_b}: {short} p = {r.p_value:.3g} (Holm {r.p_holm:.3g}); "
+                lines.append(f"{r.model_a} vs {r.model_b}: {short} p = {p(r.p_value)} (Holm {p(r.p_holm)}); "
                              f"**{better}** is significantly more accurate.")
             rest = pairs[pairs["p_holm"] >= alpha]
             for r in rest.itertuples():
-                lines.append(f"{r.model_a} vs {r.model_b}: not significant ({short} p = {r.p_value:.3g}, "
-                             f"Holm {r.p_holm:.3g}).")
+                lines.append(f"{r.model_a} vs {r.model_b}: not significant ({short} p = {p(r.p_value)}, "
+                             f"Holm {p(r.p_holm)}).")
         if grouped:
             lines.append("The test images are augmented copies of fewer source smears, so the paired test and the "
                          "intervals count smears, not copies.")
@@ -109,11 +155,9 @@ def conclusion(comparison: Comparison, alpha: float = ALPHA) -> str:
         significant = comparison.fold_tests[comparison.fold_tests["p_holm"] < alpha]
         lines.append("Over folds (corrected resampled t-test of macro-F1, Nadeau-Bengio, Holm-adjusted): "
                      + ("no pair differs significantly." if significant.empty else
-                        "; ".join(f"{r.model_a} vs {r.model_b} differ (p = {r.p_value:.3g}, Holm {r.p_holm:.3g})"
+                        "; ".join(f"{r.model_a} vs {r.model_b} differ (p = {p(r.p_value)}, Holm {p(r.p_holm)})"
                                   for r in significant.itertuples()) + "."))
-    sources = set(table["pretrained_source"].fillna("scratch"))
-    lines.append("All models were trained from scratch (no ImageNet weights could be fetched)."
-                 if sources == {"scratch"} else f"Weights: {', '.join(sorted(sources))}.")
+    lines.append(weights_sentence(comparison))
     return "\n\n".join(lines)
 
 

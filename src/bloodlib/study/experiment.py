@@ -1,6 +1,6 @@
 """Train and test one model on every split of a run, and the tables and figures of a training notebook.
 
-The splits come from :func:`bloodlib.splits.plan` through :func:`bloodlib.datasets.prepare`: with
+The splits come from :func:`bloodlib.data.splits.plan` through :func:`bloodlib.data.datasets.prepare`: with
 ``folds > 1`` (the default on BCCD) stratified k-fold cross-validation, repeated ``repeats`` times, so that
 the headline numbers and the paired tests between models rest on all cleaned images rather than on a test
 split of a few dozen; a dataset with its own test set (``kaggle-augmented``) is a holdout. Inside each
@@ -44,7 +44,7 @@ class ModelRun:
     extra_evaluations: dict[str, evaluation.Evaluation] = dataclasses.field(default_factory=dict)
 
 
-def run_model(prepared: Prepared, model_name: str, *, pretrained: str | Path = "auto",
+def run_model(prepared: Prepared, model_name: str, *, pretrained: str | Path = "scratch",
               out_dir: str | Path | None = None, progress: bool = True, resume: bool = False,
               callback: Callable[[splits.Split, int, dict, torch.nn.Module], None] | None = None,
               **train_overrides) -> ModelRun:
@@ -53,9 +53,10 @@ def run_model(prepared: Prepared, model_name: str, *, pretrained: str | Path = "
     Writes ``out_dir/`` (default ``output_dir/models/<model_name>``): ``metrics.json`` and
     ``predictions.csv`` (every test prediction), ``history.csv``, ``split-*/best.pt`` and ``best.pt`` (the
     first split's model, for ``python -m bloodlib predict``). With ``resume`` an interrupted run continues where it stopped.
-    ``pretrained``: ``"scratch"``, ``"imagenet"``, ``"auto"``, a checkpoint path, or a named source (``"pbc"``:
-    this study's backbone trained on that dataset, built once and cached by :func:`bloodlib.backbones.backbone`).
-    ``callback(split, epoch, row, model)`` runs after every epoch of every split (see :func:`bloodlib.train.fit`).
+    ``pretrained``: ``"scratch"`` (the default: the same numbers with or without internet), ``"imagenet"``,
+    ``"auto"``, a checkpoint path, or a named source (``"pbc"``: this study's backbone trained on that dataset,
+    built once and cached by :func:`bloodlib.study.backbones.backbone`).
+    ``callback(split, epoch, row, model)`` runs after every epoch of every split (see :func:`bloodlib.training.train.fit`).
     """
     settings, data = prepared.settings.for_model(model_name), prepared.data
     out_dir = Path(out_dir or settings.output_dir / "models" / model_name)
@@ -126,7 +127,7 @@ def extra_test_sets(model: torch.nn.Module, data: ImageSet, main: evaluation.Eva
 
 
 def inference_throughput(model: torch.nn.Module, data: ImageSet, batch_size: int = 64, batches: int = 3) -> float:
-    """Images per second of :func:`~bloodlib.predict.predict_proba` on the run's device, after one warm-up batch."""
+    """Images per second of :func:`~bloodlib.models.inference.predict_proba` on the run's device, after one warm-up batch."""
     images = data.images[:batch_size]
     inference.predict_proba(model, images)
     start = time.perf_counter()

@@ -21,12 +21,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bloodlib.study import backbones, experiment
+from bloodlib.study import backbones, comparison, experiment
 from bloodlib.data import classes, datasets
 from bloodlib import config, evaluation, plots
 from bloodlib.evaluation import crossdataset
+from bloodlib.evaluation.significance import format_p
 
 SHOWN = ("macro_f1", "balanced_accuracy", "accuracy")  # macro-F1 first: "always neutrophil" scores 0.60 accuracy
+GAP_P = "McNemar p (vs none)"  # the gap table's p-value column
 
 
 @dataclasses.dataclass
@@ -139,11 +141,16 @@ def gap_table(cells: dict[str, Cell], *, n: int = 2000, seed: int = 0) -> pd.Dat
                "accuracy": ci.loc["accuracy", "value"],
                "change in macro-F1": ci.loc["macro_f1", "value"] - evaluation.metrics(base.y_true, base.y_prob,
                                                                                     base.classes)["macro_f1"]}
-        row["McNemar p (vs none)"] = (np.nan if method == "none" else
-                                      evaluation.mcnemar(base.y_true, base.y_pred, ev.y_pred)["p_value"])
+        row[GAP_P] = (np.nan if method == "none" else
+                      evaluation.mcnemar(base.y_true, base.y_pred, ev.y_pred)["p_value"])
         row["notes"] = "; ".join(cell.details.notes) if cell.details is not None else ""
         rows.append(row)
     return pd.DataFrame(rows).set_index("method")
+
+
+def display_gap(gap: pd.DataFrame) -> pd.DataFrame:
+    """A :func:`gap_table` as a reader wants it: numbers to 3 decimals, the p-values as "1.3e-26" (display only)."""
+    return comparison.display_tests(gap, p_columns=[GAP_P], decimals=3)
 
 
 def finetuned_against_scratch(scratch: evaluation.Evaluation, finetuned: evaluation.Evaluation) -> dict[str, pd.DataFrame]:
@@ -155,6 +162,13 @@ def finetuned_against_scratch(scratch: evaluation.Evaluation, finetuned: evaluat
     per_fold["difference"] = per_fold["fine-tuned"] - per_fold["from scratch"]
     return {"per_fold": per_fold, "fold_test": evaluation.pairwise_fold_tests(pair),
             "mcnemar": evaluation.pairwise_mcnemar(pair)}
+
+
+def display_finetuned(compared: dict[str, pd.DataFrame]) -> list[pd.DataFrame]:
+    """:func:`finetuned_against_scratch`'s tables as a reader wants them: per fold to 3 decimals, then both tests
+    with their p-values as "3.8e-14" or "0.26" (display only)."""
+    return [compared["per_fold"].round(3), comparison.display_tests(compared["fold_test"]),
+            comparison.display_tests(compared["mcnemar"])]
 
 
 def side_by_side(home: datasets.Prepared, away: datasets.Prepared, *, per_class: int = 4, seed: int = 0):
@@ -255,7 +269,7 @@ def conclusion(result: AcrossLabs) -> str:
             best = changes.idxmax()
             others = [f"{m} {change:+.3f}" for m, change in changes.drop(index=best).items()]
             lines.append(f"Of the gap-narrowing methods, {best} moved {away} -> {home} macro-F1 the most, by "
-                         f"{changes[best]:+.3f} (McNemar p = {gap.loc[best, 'McNemar p (vs none)']:.3g})"
+                         f"{changes[best]:+.3f} (McNemar p = {format_p(gap.loc[best, GAP_P])})"
                          + (f"; {', '.join(others)}" if others else "") + ".")
             useless = list(changes.index[changes <= 0])
             if useless:
@@ -265,6 +279,6 @@ def conclusion(result: AcrossLabs) -> str:
         folds = compared["per_fold"]
         lines.append(f"**{model} fine-tuned from the {result.away.settings.dataset} backbone**: fold-mean macro-F1 "
                      f"{folds['fine-tuned'].mean():.3f} against {folds['from scratch'].mean():.3f} from scratch on "
-                     f"the same folds ({test['method']}: p = {test['p_value']:.3g}; McNemar on the pooled "
-                     f"predictions p = {compared['mcnemar'].iloc[0]['p_value']:.3g}).")
+                     f"the same folds ({test['method']}: p = {format_p(test['p_value'])}; McNemar on the pooled "
+                     f"predictions p = {format_p(compared['mcnemar'].iloc[0]['p_value'])}).")
     return "\n\n".join(lines)

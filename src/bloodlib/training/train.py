@@ -1,12 +1,12 @@
 """One training loop for every model of the study: :func:`fit`.
 
-The decoded images stay a uint8 tensor (an :class:`~bloodlib.datasets.ImageSet`) on the training device;
-each step gathers a batch, augments it as a whole (:func:`bloodlib.augment.augment_batch`), normalises it
-and takes an AdamW step under a one-cycle schedule, in the precision :mod:`bloodlib.precision` chooses for
+The decoded images stay a uint8 tensor (an :class:`~bloodlib.data.datasets.ImageSet`) on the training device;
+each step gathers a batch, augments it as a whole (:func:`bloodlib.training.augment.augment_batch`), normalises it
+and takes an AdamW step under a one-cycle schedule, in the precision :mod:`bloodlib.models.precision` chooses for
 the model and device. The run keeps either the epoch of the best validation macro-F1 (and stops early) or,
 with ``keep_epoch="last"``, the last epoch of a fixed schedule. ``out_dir`` receives ``best.pt`` (the kept
 epoch) and ``last.pt`` (what ``resume`` continues from); see
-:mod:`bloodlib.checkpoints` for what each holds and when it is written.
+:mod:`bloodlib.models.checkpoints` for what each holds and when it is written.
 """
 from __future__ import annotations
 
