@@ -9,9 +9,10 @@ import papermill
 import pytest
 from tqdm.auto import tqdm as auto_tqdm
 
-from bloodlib.pipeline import runner
+from bloodlib.pipeline import kernel
+from bloodlib.pipeline.pages import WIDGET_VIEW
+from bloodlib.pipeline.parameters import Step
 from bloodlib.utils.progress import ENV_PROGRESS_LOG, progress_bar
-from bloodlib.pipeline.report import WIDGET_VIEW
 from browser.study import notebook
 
 TRAINING = """
@@ -71,9 +72,9 @@ def test_runner_keeps_bars_out_of_the_notebook_and_shows_them(tmp_path, monkeypa
     monkeypatch.setenv("MPLBACKEND", "Agg")
     source = notebook(tmp_path / "notebooks" / "01_fit.ipynb", [("code", TRAINING)])
     run_dir, shown = tmp_path / "run", []
-    with runner.kernel_environment("smoke", run_dir):  # what runner.run does for each notebook, without the report
-        runner.execute(runner.Step(source, {}), run_dir / "notebooks" / "01_fit.ipynb", run_dir / "logs" / "01_fit.log",
-                       show=shown.append)
+    with kernel.kernel_environment("smoke", run_dir):  # what runner.run does for each notebook, without the report
+        kernel.execute(Step(source, {}), run_dir / "notebooks" / "01_fit.ipynb", run_dir / "logs" / "01_fit.log",
+                       show=shown.append, root=tmp_path)
 
     cell = outputs(run_dir / "notebooks" / "01_fit.ipynb", "train.fit")
     streams = "".join(o.text for o in cell if o.output_type == "stream")

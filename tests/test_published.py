@@ -1,5 +1,6 @@
 """The reference report committed in git: made by the full profile, from an ancestor of HEAD, on the shared
-BCCD data; and `make publish`'s staging (what goes into git, what never does)."""
+BCCD data, naming no absolute path of the machine that made it; `make publish`'s staging (what goes into git,
+what never does); and the portable paths that the files of a run are written with."""
 from __future__ import annotations
 
 import json
@@ -8,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from bloodlib.data import acquire
+from bloodlib.data import fingerprint
 from bloodlib.pipeline import publish as published
+from bloodlib.utils import paths
 from conftest import REPO, data_root
 
 
@@ -41,8 +43,8 @@ def test_the_committed_report_used_the_shared_bccd_data():
     root = data_root()
     if not (root / "dataset-master").is_dir():
         pytest.skip(f"the shared BCCD data is not at {root}")
-    manifest = acquire.data_manifest(root, acquire.dataset_files("bccd", root))
-    assert record["data"]["checksum"] == acquire.manifest_checksum(manifest)
+    manifest = fingerprint.data_manifest(root, fingerprint.dataset_files("bccd", root))
+    assert record["data"]["checksum"] == fingerprint.manifest_checksum(manifest)
 
 
 def test_the_committed_report_is_small_and_holds_no_checkpoint():
@@ -50,6 +52,25 @@ def test_the_committed_report_is_small_and_holds_no_checkpoint():
     tracked = [REPO / p for p in git("ls-files", "report").stdout.split()]
     assert sum(p.stat().st_size for p in tracked) <= published.MAX_BYTES
     assert not [p for p in tracked if p.suffix in (".pt", ".npy")]
+
+
+# Placeholders of the notebooks' own text ("csv:/path/list.csv"), not paths of a machine.
+PLACEHOLDERS = ("/path/",)
+
+
+def test_the_committed_report_names_no_absolute_path():
+    """Every committed text file of the report (index, pages, the published run's records, tables and logs)
+    names paths relative to the checkout or by where they came from, never as the machine that made it did."""
+    committed_record()
+    tracked = [REPO / p for p in git("ls-files", "report").stdout.split()]
+    found = {}
+    for path in tracked:
+        if path.suffix in published.TEXT:
+            hits = [hit for hit in paths.absolute_paths(path.read_text(encoding="utf-8", errors="replace"))
+                    if not hit.startswith(PLACEHOLDERS)]
+            if hits:
+                found[path.relative_to(REPO).as_posix()] = sorted(set(hits))[0]
+    assert not found, f"{len(found)} committed file(s) hold absolute paths (republish: make publish): {found}"
 
 
 def test_stage_adds_the_report_and_drops_earlier_runs(tmp_path):
@@ -85,3 +106,60 @@ def test_stage_adds_the_report_and_drops_earlier_runs(tmp_path):
             published.stage(report, repo)
     finally:
         published.MAX_BYTES = saved
+
+
+def test_stage_refuses_a_file_holding_the_checkouts_path(tmp_path):
+    repo = tmp_path / "repo"
+    report = repo / "report"
+    (report / "runs" / "new").mkdir(parents=True)
+    (report / "pages").mkdir()
+    (report / "pages" / "01_data.html").write_text("<td>report/runs/new</td>")
+    (report / "index.html").write_text("<html></html>")
+    (report / "runs" / "new" / "run.log").write_text(f"run new -> {repo}/report/runs/new\n")
+    (report / "published.json").write_text(json.dumps({"run_id": "new", "run": "runs/new"}))
+    git("init", "-q", cwd=repo)
+    with pytest.raises(ValueError, match=r"hold the checkout's absolute path .*nothing was staged(.|\n)*run\.log"):
+        published.stage(report, repo)
+    assert not git("diff", "--cached", "--name-only", cwd=repo).stdout.split()
+    (report / "runs" / "new" / "run.log").write_text("run new -> report/runs/new\n")
+    published.stage(report, repo)
+    assert "report/runs/new/run.log" in git("diff", "--cached", "--name-only", cwd=repo).stdout.split()
+
+
+@pytest.mark.parametrize("path, shown", [
+    ("{root}/report/runs/r1", "report/runs/r1"),
+    ("{root}", "."),
+    ("{root}/../shared/data/bccd", "../shared/data/bccd"),  # beside the checkout, as make exports it
+    ("{parent}/shared/data/bccd", "../shared/data/bccd"),  # the same folder, resolved
+    ("{cache}/backbones/k/best.pt", "$BLOODLIB_CACHE/backbones/k/best.pt"),
+    ("{home}/.cache/torch/hub/w.pth", "~/.cache/torch/hub/w.pth"),
+    ("/opt/elsewhere/cells", "…/cells"),
+    ("../shared/data/bccd", "../shared/data/bccd"),  # relative: as given
+])
+def test_portable_names_a_path_by_where_it_is(path, shown, tmp_path, monkeypatch):
+    root = tmp_path / "work" / "checkout"
+    cache = tmp_path / "elsewhere" / "cache"
+    for folder in (root, cache, root.parent / "shared" / "data" / "bccd"):
+        folder.mkdir(parents=True)
+    monkeypatch.setenv("BLOODLIB_CACHE", str(cache))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    path = path.format(root=root, parent=root.parent, cache=cache, home=tmp_path / "home")
+    assert paths.portable(path, root) == shown
+
+
+def test_portable_text_rewrites_the_paths_in_a_text_and_nothing_else():
+    root = Path("/srv/me/checkout")
+    text = ("papermill INFO: Input Notebook:  /srv/me/checkout/notebooks/01_a.ipynb\n"
+            "/srv/me/checkout/src/bloodlib/x.py:12: UserWarning: see https://example.org/a/b/c\n"
+            "data_dir=PosixPath('/srv/me/checkout/../shared/data/bccd') <td>/srv/me/shared</td> "
+            "img/s and/or </td> <img src=\"data:image/png;base64,/9j/4AAQ+/ab/cd==\">")
+    assert paths.portable_text(text, root) == (
+        "papermill INFO: Input Notebook:  notebooks/01_a.ipynb\n"
+        "src/bloodlib/x.py:12: UserWarning: see https://example.org/a/b/c\n"
+        "data_dir=PosixPath('../shared/data/bccd') <td>../shared</td> "
+        "img/s and/or </td> <img src=\"data:image/png;base64,/9j/4AAQ+/ab/cd==\">")
+    assert paths.absolute_paths(text) == ["/srv/me/checkout/notebooks/01_a.ipynb", "/srv/me/checkout/src/bloodlib/x.py",
+                                          "/srv/me/checkout/../shared/data/bccd", "/srv/me/shared"]
+    assert paths.absolute_paths(paths.portable_text(text, root)) == []
+    assert paths.absolute_paths("C:\\Users\\me\\bccd") == ["C:\\Users\\me\\bccd"]
+    assert paths.mentions("run -> /srv/me/checkout/report", root) and not paths.mentions("/srv/me/checkout2", root)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from bloodlib import evaluation
+from bloodlib.evaluation.significance import format_p
 from bloodlib.pipeline import summary
 from bloodlib.pipeline.publish import published_run
 from bloodlib.study import transfer
@@ -122,13 +123,8 @@ def test_the_paired_tests_recomputed_are_notebook_07s_and_the_tables(run, result
             pair = (markdown_rows(headline, f"{row['model_a']} vs {row['model_b']}")
                     + markdown_rows(headline, f"{row['model_b']} vs {row['model_a']}"))
             assert len(pair) == 1, f"results.md: no single row of {row['model_a']} vs {row['model_b']}"
-            shown = f"{summary.p_value(row['p_value'])} ({summary.p_value(row['p_holm'])})"
+            shown = f"{format_p(row['p_value'])} ({format_p(row['p_holm'])})"
             assert shown in pair[0], (shown, pair[0])
-
-
-def test_small_p_values_are_written_in_scientific_notation():
-    assert [summary.p_value(p) for p in (3.77e-14, 0.000999, 0.02229, 0.7509, 1.0, 0.0, float("nan"))] == [
-        "3.8e-14", "1.0e-03", "0.0223", "0.751", "1", "0", "–"]
 
 
 # ------------------------------------------------------------------------------------------- notebook 08
@@ -138,40 +134,52 @@ def test_results_md_is_what_the_summary_makes_of_the_run(run, collected, results
         "report/results.md is stale: rewrite it with bloodlib.pipeline.summary.write_results"
 
 
-def test_notebook_08s_table_at_home_is_recomputed_and_the_rest_is_page_08s(run, bootstrap, record, results_md):
-    page = summary.rendered_page(run, summary.ACROSS_LABS_PAGE)
-    if page is None:
-        pytest.skip(f"{run}: no rendered page 08 (notebook 08 did not run)")
+def saved_cells(run: Path) -> list[transfer.Cell]:
+    if not (run / "transfer").is_dir():
+        pytest.skip(f"{run}: notebook 08 did not compare two labs in this run")
+    folder = run / "transfer" / transfer.CELLS
+    assert folder.is_dir(), f"{folder}: notebook 08 ran but did not save its cells' predictions"
+    return transfer.load_cells(folder)
+
+
+def test_every_cell_of_notebook_08_is_recomputed_from_its_saved_predictions(run, bootstrap, record, results_md):
     home = record["settings"]["dataset"]
-    table = next(t for _, t in summary.page_tables(page) if "trained on" in t.columns)
-    at_home = table[(table["trained on"] == home) & (table["tested on"] == home)].reset_index(drop=True)
-    cells = [transfer.Cell(model, home, home, "cross-validation", evaluation.load_evaluation(run / "models" / model))
-             for model in at_home["model"]]
-    recomputed = transfer.display_table(transfer.table(cells, **bootstrap)).astype(str)
-    assert recomputed.equals(at_home), f"page 08's cells at home differ from the saved predictions':\n{recomputed}"
-    for row in table.itertuples(index=False):  # results.md holds every cell of the page
-        origin = "recomputed" if (row[1], row[2]) == (home, home) else summary.FROM_PAGE
-        assert "| " + " | ".join(row) + f" | {origin} |" in results_md, row
+    cells = saved_cells(run)
+    models = sorted(p.parent.name for p in (run / "models").glob(f"*/{evaluation.METRICS}"))
+    at_home = [transfer.Cell(model, home, home, "cross-validation", evaluation.load_evaluation(run / "models" / model))
+               for model in models]
+    shown = transfer.display_table(transfer.table(at_home + [c for c in cells if c.method == "none"], **bootstrap))
+    for row in shown.astype(str).itertuples(index=False):  # results.md holds every cell, as recomputed here
+        assert "| " + " | ".join(row) + " |" in results_md, row
+    away = {c.tested_on for c in cells} - {home}
+    assert away and all(any(c.model == m and c.tested_on in away for c in cells) for m in models), \
+        "a home model was not scored on the other lab"
     for folder in sorted(p.parent for p in (run / "transfer").glob(f"*/{evaluation.METRICS}")):
         backbone = saved(folder)["metadata"]["extra"]["initial_weights"]
-        own = table[(table["model"] == backbone["model"]) & (table["trained on"] == backbone["dataset"])
-                    & (table["tested on"] == backbone["dataset"])]
-        assert len(own) == 1 and own["n"].iloc[0] == str(backbone["test_metrics"]["images"])
+        own = [c for c in cells if (c.model, c.trained_on, c.tested_on) == (backbone["model"], backbone["dataset"],
+                                                                            backbone["dataset"])]
+        assert len(own) == 1 and len(own[0].evaluation.ids) == backbone["test_metrics"]["images"]
+        scores = evaluation.metrics(own[0].evaluation.y_true, own[0].evaluation.y_prob, own[0].evaluation.classes)
         for metric in ("macro_f1", "accuracy"):  # the backbone's own record of its test part
-            shown = own[evaluation.METRIC_LABELS.get(metric, metric)].iloc[0]
-            assert shown.startswith(f"{backbone['test_metrics'][metric]:.3f} ["), (metric, shown)
-    gaps = [t for _, t in summary.page_tables(page) if "change in macro-F1" in t.columns]
-    for gap in gaps:
-        for row in gap.itertuples(index=False):
-            assert f"| {row[0]} | {row[1]} | {row[2]} | {row[3]} | {row[4]} |" in results_md, row
+            assert scores[metric] == pytest.approx(backbone["test_metrics"][metric], abs=1e-12), metric
+
+
+def test_each_gap_narrowing_method_is_recomputed_on_the_same_images(run, bootstrap, results_md):
+    cells = saved_cells(run)
+    adapted = [c for c in cells if c.method != "none"]
+    assert adapted, "notebook 08 saved no gap-narrowing method"
+    for cell in adapted:
+        base = next(c for c in cells if c.method == "none" and (c.model, c.trained_on, c.tested_on) ==
+                    (cell.model, cell.trained_on, cell.tested_on))
+        gap = transfer.display_gap(transfer.gap_table({"none": base, cell.method: cell}, **bootstrap))
+        row = gap.reset_index().astype(str).iloc[1]
+        assert f"| {row['method']} | {row['macro-F1']} | {row['macro-F1 95% CI']} | {row['accuracy']} |" in results_md
 
 
 def test_fine_tuned_against_scratch_is_recomputed_from_both_runs(run, results_md):
     tuned = sorted(p.parent for p in (run / "transfer").glob(f"*/{evaluation.METRICS}"))
     if not tuned:
         pytest.skip(f"{run}: nothing fine-tuned (notebook 08 did not run)")
-    page = summary.rendered_page(run, summary.ACROSS_LABS_PAGE)
-    page_tables = [t for _, t in summary.page_tables(page)] if page else []
     for folder in tuned:
         pair = {"from scratch": evaluation.load_evaluation(run / "models" / folder.name),
                 "fine-tuned": evaluation.load_evaluation(folder)}
@@ -180,12 +188,8 @@ def test_fine_tuned_against_scratch_is_recomputed_from_both_runs(run, results_md
         fold_test = evaluation.pairwise_fold_tests(pair).iloc[0]
         mcnemar = evaluation.pairwise_mcnemar(pair).iloc[0]
         assert f"| mean | {means['from scratch']:.3f} | {means['fine-tuned']:.3f} |" in results_md
-        assert f"p = {summary.p_value(fold_test['p_value'])} over {fold_test['folds']} folds" in results_md
-        assert f"pooled predictions: p = {summary.p_value(mcnemar['p_value'])}" in results_md
-        for test, column in ((fold_test, "mean_difference"), (mcnemar, "n01")):  # page 08: rounded to 4 decimals
-            shown = [t for t in page_tables if column in t.columns and (t["model_a"] == "from scratch").all()]
-            assert shown, f"page 08: no table of the {test['method']}"
-            assert float(shown[0]["p_value"].iloc[0]) == pytest.approx(test["p_value"], abs=5e-5)
+        assert f"p = {format_p(fold_test['p_value'])} over {fold_test['folds']} folds" in results_md
+        assert f"pooled predictions: p = {format_p(mcnemar['p_value'])}" in results_md
 
 
 # ----------------------------------------------------------------------------------------------- README

@@ -24,8 +24,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from bloodlib.cli import run as run_command
 from bloodlib.models import checkpoints
-from bloodlib.pipeline import runner
+from bloodlib.pipeline import parameters, provenance, resume, runner
 from browser.study import notebook
 
 psutil = pytest.importorskip("psutil")
@@ -216,7 +217,10 @@ def test_a_run_killed_in_training_resumes_where_it_stopped(study, tmp_path):
     assert "kept from the interrupted run" in output
 
     record = json.loads((run_dir / "run_record.json").read_text())
-    assert record["status"] == "complete" and record["published"]
+    assert record["status"] == "complete" and record["promoted"]
+    assert record["notebooks"][1]["path"] == "notebooks/02_train.ipynb"  # portable: the checkout's own notebooks
+    assert record["notebooks"][1]["parameters"]["output_dir"] == "report/runs/r1"
+    assert record["overrides"]["dataset"] == f"folder:{study.cells}"  # as given: the resume replayed it
     assert [(r["was"], r["kept"]) for r in record["resumed"]] == [("running", ["01_data"])]
     assert record["notebooks"][0]["kept"] and "kept" not in record["notebooks"][1]
     assert record["notebooks"][1]["parameters"]["resume"] is True
@@ -260,7 +264,7 @@ def resume_copy(study: Study, tmp_path: Path, cwd: Path | None = None, **kwargs)
         patch.chdir(cwd or copy_checkout(study, tmp_path / "checkout"))
         try:
             runner.run(report_dir=report, resume=True, log=lambda line: None, **kwargs)
-        except runner.ResumeRefused as err:
+        except resume.ResumeRefused as err:
             return report, err
     return report, None
 
@@ -295,7 +299,7 @@ def test_resume_with_other_data_is_refused_naming_both_checksums(study, tmp_path
     shutil.copyfile(next((study.cells / CLASSES[0]).glob("*.png")), extra)
     try:
         report, err = resume_copy(study, tmp_path)
-        now = runner.data_checksum("smoke", study.overrides, tmp_path)[1]
+        now = provenance.data_checksum("smoke", study.overrides, tmp_path)[1]
     finally:
         extra.unlink()
     assert err is not None and f"data: checksum {run_checksum} in the run, {now} now" in str(err)
@@ -305,31 +309,37 @@ def test_resume_with_other_data_is_refused_naming_both_checksums(study, tmp_path
 
 def test_the_run_a_resume_picks_and_the_runs_it_refuses(study, tmp_path):
     runs = tmp_path / "runs"
-    for run_id, started, status, published in [("a", "2026-01-01T10:00:00", "failed", None),
-                                               ("b", "2026-01-02T10:00:00", "interrupted", None),
-                                               ("c", "2026-01-03T10:00:00", "complete", "2026-01-03T11:00:00")]:
+    for run_id, started, status, promoted in [("a", "2026-01-01T10:00:00", "failed", None),
+                                              ("b", "2026-01-02T10:00:00", "interrupted", None),
+                                              ("c", "2026-01-03T10:00:00", "complete", "2026-01-03T11:00:00"),
+                                              ("d", "2026-01-01T09:00:00", "complete", None)]:
         (runs / run_id).mkdir(parents=True)
         (runs / run_id / "run_record.json").write_text(json.dumps(
-            {"run_id": run_id, "started": started, "status": status, "published": published}))
-    assert runner.find_resumable(runs).name == "b"  # the last started of those not complete and published
-    assert runner.find_resumable(runs, "a").name == "a"
-    with pytest.raises(runner.ResumeRefused, match="complete and published; there is nothing to resume"):
-        runner.find_resumable(runs, "c")
-    with pytest.raises(runner.ResumeRefused, match="no such run"):
-        runner.find_resumable(runs, "d")
-    with runner.hold_run(runs / "b"):  # as the process running it holds it
-        with pytest.raises(runner.ResumeRefused, match="another process is running this run"):
-            with runner.hold_run(runs / "b"):
+            {"run_id": run_id, "started": started, "status": status, "promoted": promoted}))
+    (runs / "e").mkdir()  # a record made before "promoted": "published" said the same
+    (runs / "e" / "run_record.json").write_text(json.dumps(
+        {"run_id": "e", "started": "2026-01-04T10:00:00", "status": "complete", "published": "2026-01-04T11:00:00"}))
+    assert resume.find_resumable(runs).name == "b"  # the last started of those not complete and promoted
+    assert resume.find_resumable(runs, "a").name == "a"
+    assert resume.find_resumable(runs, "d").name == "d"  # complete, but killed before its report was made
+    for done in ("c", "e"):
+        with pytest.raises(resume.ResumeRefused, match="complete and its report made; there is nothing to resume"):
+            resume.find_resumable(runs, done)
+    with pytest.raises(resume.ResumeRefused, match="no such run"):
+        resume.find_resumable(runs, "f")
+    with resume.hold_run(runs / "b"):  # as the process running it holds it
+        with pytest.raises(resume.ResumeRefused, match="another process is running this run"):
+            with resume.hold_run(runs / "b"):
                 pass
-    assert runner.main(["--resume", "c", "--report-dir", str(tmp_path)]) == 1
-    assert runner.main(["--resume", "--run-id", "x", "--report-dir", str(tmp_path)]) == 1
+    assert run_command.main(["--resume", "c", "--report-dir", str(tmp_path)]) == 1
+    assert run_command.main(["--resume", "--run-id", "x", "--report-dir", str(tmp_path)]) == 1
 
 
 @pytest.mark.parametrize("name", ["04_resnet", "05_efficientnet", "06_alexnet"])
 def test_training_notebooks_take_resume_from_the_runner(name):
     path = Path(__file__).resolve().parents[1] / "notebooks" / f"{name}.ipynb"
-    assert runner.declared_parameters(path)["resume"] == "False"
-    steps = runner.plan([path], "smoke", {}, Path("/run"), resume=True)
+    assert parameters.declared_parameters(path)["resume"] == "False"
+    steps = parameters.plan([path], "smoke", {}, Path("/run"), resume=True)
     assert steps[0].parameters["resume"] is True
     assert "experiment.run_model(prepared, model_name, pretrained=pretrained, resume=resume)" in path.read_text()
 
@@ -342,7 +352,7 @@ def test_git_info_fingerprints_every_uncommitted_change_but_the_report(tmp_path)
     git(repo, "init", "-q")
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "code")
-    clean = runner.git_info(repo)
+    clean = provenance.git_info(repo)
     assert clean["dirty"] is False and clean["changes"] == {}
     (repo / "edited.py").write_text("# edited\n")
     git(repo, "mv", "moved.py", "new name.py")
@@ -351,12 +361,12 @@ def test_git_info_fingerprints_every_uncommitted_change_but_the_report(tmp_path)
     (repo / "sub" / "untracked.py").write_text("# new\n")
     (repo / "report" / "runs").mkdir(parents=True)
     (repo / "report" / "runs" / "out.txt").write_text("a run's output\n")
-    info = runner.git_info(repo, exclude=repo / "report")
+    info = provenance.git_info(repo, exclude=repo / "report")
     sha = lambda text: hashlib.sha256(text.encode()).hexdigest()  # noqa: E731
     assert info["dirty"] is True and info["commit"] == clean["commit"]
     assert info["changes"] == {"edited.py": sha("# edited\n"), "gone.py": None, "moved.py": None,
                                "new name.py": sha("# moved.py\n"), "sub/untracked.py": sha("# new\n")}
-    assert "report/runs/out.txt" in runner.git_info(repo)["changes"]
-    assert runner.code_differences(clean, clean) == []
+    assert "report/runs/out.txt" in provenance.git_info(repo)["changes"]
+    assert resume.code_differences(clean, clean) == []
     assert "differ from the run's in edited.py, gone.py, moved.py, new name.py, sub/untracked.py" in \
-        runner.code_differences(clean, info)[0]
+        resume.code_differences(clean, info)[0]

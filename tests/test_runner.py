@@ -1,5 +1,6 @@
 """The runner on a tiny synthetic study (three notebooks, seconds each): parameters reach every notebook,
-unknown names are refused before anything runs, a failing cell is named and leaves the report as it was."""
+unknown names are refused before anything runs, a failing cell is named and leaves the report as it was, and
+what the run leaves to be committed names no absolute path of this machine."""
 from __future__ import annotations
 
 import json
@@ -10,7 +11,10 @@ import nbformat
 import pytest
 
 from bloodlib import config
-from bloodlib.pipeline import runner
+from bloodlib.cli import run as run_command
+from bloodlib.pipeline import parameters, publish, report as rep, runner
+from bloodlib.pipeline.promote import promote
+from bloodlib.utils import paths
 from browser.check import check_report
 from browser.study import make_run, make_study, received
 
@@ -21,27 +25,27 @@ from browser.study import make_run, make_study, received
     ("../shared/data/bccd", "../shared/data/bccd"), ("2024-01-01", "2024-01-01"), ("", ""), ("a: [", "a: ["),
 ])
 def test_parse_value_types_like_papermill_and_yaml(text, value):
-    assert runner.parse_value(text) == value
-    assert type(runner.parse_value(text)) is type(value)
+    assert parameters.parse_value(text) == value
+    assert type(parameters.parse_value(text)) is type(value)
 
 
 def test_read_config_flat_and_per_notebook(tmp_path):
     path = tmp_path / "study.yaml"
     path.write_text("image_size: 96\nepochs: 40\n04_resnet:\n  epochs: 5\n")
-    assert runner.read_config(path) == {"image_size": 96, "epochs": 40, "04_resnet": {"epochs": 5}}
+    assert parameters.read_config(path) == {"image_size": 96, "epochs": 40, "04_resnet": {"epochs": 5}}
     path.write_text("- 1\n- 2\n")
     with pytest.raises(ValueError, match="study.yaml: expected a mapping"):
-        runner.read_config(path)
+        parameters.read_config(path)
     path.write_text("a: [\n")
     with pytest.raises(ValueError, match="study.yaml: not valid YAML"):
-        runner.read_config(path)
+        parameters.read_config(path)
     with pytest.raises(FileNotFoundError, match="missing.yaml"):
-        runner.read_config(tmp_path / "missing.yaml")
+        parameters.read_config(tmp_path / "missing.yaml")
 
 
 def test_plan_routes_names_to_the_notebooks_that_declare_them(tmp_path):
     nbs = make_study(tmp_path)
-    steps = runner.plan(nbs, "smoke", {"epochs": 3, "03_models": {"model_name": "x"}, "02.seed": 7}, tmp_path / "r")
+    steps = parameters.plan(nbs, "smoke", {"epochs": 3, "03_models": {"model_name": "x"}, "02.seed": 7}, tmp_path / "r")
     params = {s.notebook.stem: s.parameters for s in steps}
     assert "epochs" not in params["01_data"] and params["02_figures"]["epochs"] == 3
     assert params["03_models"]["model_name"] == "x" and "model_name" not in params["02_figures"]
@@ -52,7 +56,7 @@ def test_plan_routes_names_to_the_notebooks_that_declare_them(tmp_path):
 def test_unknown_parameter_refused_before_anything_runs(tmp_path, capsys):
     nbs = make_study(tmp_path)
     report = tmp_path / "report"
-    code = runner.main([*map(str, nbs), "--report-dir", str(report), "-p", "epoch", "3",
+    code = run_command.main([*map(str, nbs), "--report-dir", str(report), "-p", "epoch", "3",
                         "-p", "09_nothing.seed", "1", "-p", "output_dir", "/elsewhere"])
     err = capsys.readouterr().err
     assert code == 1
@@ -65,11 +69,11 @@ def test_unknown_parameter_refused_before_anything_runs(tmp_path, capsys):
 def test_unknown_notebook_and_profile_are_clear_errors(tmp_path, capsys):
     make_study(tmp_path)
     with pytest.raises(FileNotFoundError, match="04_resnet: no such notebook"):
-        runner.find_notebooks(["04_resnet"], tmp_path / "notebooks")
-    assert [p.stem for p in runner.find_notebooks(["02_figures", "01_data.ipynb"], tmp_path / "notebooks")] == \
+        parameters.find_notebooks(["04_resnet"], tmp_path / "notebooks")
+    assert [p.stem for p in parameters.find_notebooks(["02_figures", "01_data.ipynb"], tmp_path / "notebooks")] == \
         ["02_figures", "01_data"]
     with pytest.raises(ValueError, match="unknown profile 'fast'"):
-        runner.run(runner.find_notebooks(None, tmp_path / "notebooks"), profile="fast", report_dir=tmp_path / "r")
+        runner.run(parameters.find_notebooks(None, tmp_path / "notebooks"), profile="fast", report_dir=tmp_path / "r")
 
 
 @pytest.fixture(scope="module")
@@ -134,10 +138,29 @@ def test_run_record(study_run):
     assert third["model"] == "from_yaml" and third["train"]["epochs"] == 3 and third["seed"] == 3
     assert third["train"]["lr"] == config.TrainConfig.lr
     assert [n["name"] for n in record["notebooks"]] == ["01_data", "02_figures", "03_models"]
+    assert record["promoted"] >= record["finished"] >= record["started"]
     assert all(n["status"] == "ok" and n["seconds"] > 0 for n in record["notebooks"])
 
 
-def test_published_report_is_the_run(study_run):
+def test_what_the_run_leaves_names_no_absolute_path(study_run):
+    """The files a publish would commit, and the run's own pages and index: portable paths only; the kernel
+    still got its output_dir absolute (test_parameters_reach_every_notebook)."""
+    run_dir, lines = study_run
+    report = run_dir.parent.parent
+    files = [*publish.committed_files(report), run_dir / "index.html", *(run_dir / "pages").glob("*.html")]
+    # received/: the synthetic notebooks' own copy of the parameters they got, absolute as the kernel got them
+    texts = {p: p.read_text() for p in files if p.suffix in publish.TEXT and "received" not in p.parts}
+    assert {"run_record.json", "run.log", "01_data.log", "index.html", "02_figures.html"} <= {p.name for p in texts}
+    found = {p.relative_to(report).as_posix(): paths.absolute_paths(text) for p, text in texts.items()}
+    assert not {name: hits for name, hits in found.items() if hits}
+    assert not [line for line in lines if paths.absolute_paths(line)]  # the terminal's lines too
+    record = json.loads((run_dir / "run_record.json").read_text())
+    assert record["notebooks"][0]["parameters"]["output_dir"] == paths.portable(run_dir, config.project_root())
+    assert record["settings"]["output_dir"] == record["notebooks"][0]["parameters"]["output_dir"]
+    assert not paths.absolute_paths(json.dumps(record))
+
+
+def test_promoted_report_is_the_run(study_run):
     run_dir, _ = study_run
     report = run_dir.parent.parent
     assert json.loads((report / "published.json").read_text())["run"] == f"runs/{run_dir.name}"
@@ -153,7 +176,7 @@ def test_failing_cell_named_partial_kept_report_untouched(study_run, tmp_path, c
     shutil.copytree(run_dir.parent.parent, report)
     before = {p: p.read_bytes() for p in report.rglob("*") if p.is_file() and "runs" not in p.parts}
     nbs = sorted((run_dir.parent.parent.parent / "notebooks").glob("*.ipynb"))
-    code = runner.main([*map(str, nbs), "--profile", "smoke", "--report-dir", str(report), "-p", "image_size", "8",
+    code = run_command.main([*map(str, nbs), "--profile", "smoke", "--report-dir", str(report), "-p", "image_size", "8",
                         "--run-id", "bad"])
     err = capsys.readouterr().err
     assert code == 1
@@ -168,17 +191,15 @@ def test_failing_cell_named_partial_kept_report_untouched(study_run, tmp_path, c
     assert (report / "runs" / run_dir.name).is_dir()
 
 
-def test_publish_replaces_the_previous_report_and_keeps_runs(tmp_path):
+def test_promote_replaces_the_previous_report_and_keeps_runs(tmp_path):
     report = tmp_path / "report"
     old = make_run(report / "runs" / "20260101-000000-aaaaaaa")
-    from bloodlib.pipeline import report as rep
-
     rep.render_run(old)
-    runner.publish(old, report)
+    promote(old, report)
     (report / "pages" / "stale.html").write_text("from an older run")
     new = make_run(report / "runs" / "20260102-000000-bbbbbbb", models=False)
     rep.render_run(new)
-    runner.publish(new, report)
+    promote(new, report)
     assert not (report / "pages" / "stale.html").exists()
     assert json.loads((report / "published.json").read_text())["run_id"] == new.name
     assert old.is_dir() and new.is_dir()

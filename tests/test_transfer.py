@@ -148,3 +148,21 @@ def test_the_comparison_says_how_each_model_started_from_its_record():
                          "fine-tuned from ImageNet weights.")
     evals["alexnet"].pretrained_source = None
     assert "alexnet was started from weights that were not recorded" in conclusion()[1]
+
+
+def test_saved_cells_come_back_as_they_were_with_their_notes(tmp_path):
+    none = transfer.Cell("resnet18", "pbc", "bccd", "every image (shared classes)", made_up(0.3, 5, n=100))
+    adapted = transfer.Cell("resnet18", "pbc", "bccd", "every image (shared classes)", made_up(0.8, 5, n=100),
+                            method="reinhard")
+    adapted.evaluation.extra["notes"] = ["fitted on 256 images of pbc"]
+    transfer.save_cells([none, adapted], tmp_path / "cells", n=50)
+    back = transfer.load_cells(tmp_path / "cells")
+    assert [(c.model, c.trained_on, c.tested_on, c.images, c.method) for c in back] == [
+        ("resnet18", "pbc", "bccd", "every image (shared classes)", "none"),
+        ("resnet18", "pbc", "bccd", "every image (shared classes)", "reinhard")]
+    assert back[1].notes == ["fitted on 256 images of pbc"] and back[0].notes == []
+    for old, new in zip((none, adapted), back):
+        assert (new.evaluation.ids == old.evaluation.ids).all()
+        assert (new.evaluation.y_prob == old.evaluation.y_prob).all()
+    gap = transfer.gap_table({"none": back[0], "reinhard": back[1]}, n=50)
+    assert gap.loc["reinhard", "notes"] == "fitted on 256 images of pbc"

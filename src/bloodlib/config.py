@@ -29,7 +29,7 @@ PROFILES: dict[str, dict] = {
     # the study itself: 4 folds, 30 epochs at 96 px. Notebooks 01-07 took 61 min on 2 fp32 CPU cores (26 min where
     # the CPU has native bf16), 08 another 20 (benchmarks/README.md). A fixed schedule keeps the last epoch: early stopping on a fold's ~40 validation images picked epochs whose
     # validation macro-F1 jumped by 0.1-0.3 from one epoch to the next, and the headline moved with it
-    # (benchmarks/spread.py; the measurements are in the README).
+    # (benchmarks/spread.py; the measurements are in benchmarks/README.md).
     "full": dict(image_size=96, epochs=30, batch_size=32, keep_epoch="last", patience=12, folds=4, repeats=1,
                  bootstrap=2000, gradcam_per_class=2),
 }

@@ -207,10 +207,11 @@ def make_run(run_dir: Path, *, models: bool = True) -> Path:
 
 
 def published_study(root):
-    """A hand-made run rendered and published under ``root``: (report root, run folder)."""
-    from bloodlib.pipeline import report, runner
+    """A hand-made run rendered and promoted into ``root``: (report root, run folder)."""
+    from bloodlib.pipeline import report
+    from bloodlib.pipeline.promote import promote
 
     run_dir = make_run(root / "runs" / "20260101-000000-abcdef0")
     report.render_run(run_dir)
-    runner.publish(run_dir, root)
+    promote(run_dir, root)
     return root, run_dir

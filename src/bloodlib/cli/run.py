@@ -21,7 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="a notebook parameter (YAML-typed), e.g. -p image_size 96; "
                              "-p 04_resnet.epochs 5 for one notebook only")
     parser.add_argument("-f", "--config", dest="config_file", help="YAML file of parameters (-p wins over it)")
-    parser.add_argument("--report-dir", help="where runs/ and the report of the latest complete run go (default: <repo>/report)")
+    parser.add_argument("--report-dir",
+                        help="where runs/ and the report of the latest complete run go (default: <repo>/report)")
     parser.add_argument("--run-id", help="name of the run folder (default: time stamp and git commit)")
     parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN_ID",
                         help="continue the last incomplete run (or RUN_ID) in its folder: finished notebooks are "

@@ -2,7 +2,7 @@
 
 The kernel's output goes to ``logs/<notebook>.log`` and the library's progress bars to
 ``logs/<notebook>.progress.log`` (followed line by line while it runs); papermill's own messages go to
-``run.log``. The logs are published with the run, so the paths in them are made portable
+``run.log``. The logs are committed with the report, so the paths in them are made portable
 (:func:`bloodlib.utils.paths.portable_text`) once the notebook is done.
 """
 from __future__ import annotations

@@ -69,20 +69,22 @@ def dataset_label(spec: str | None) -> str:
 def split_protocol(kept: pd.DataFrame, dataset: str) -> dict:
     """How the run split its kept images, read from its manifest (:func:`bloodlib.data.splits.plan` made it):
     ``kind`` "cv" (with ``folds`` and ``repeats``: the manifest's ``test_fold_r1``, ... columns), "own test"
-    (the dataset's own test set) or "holdout"; ``text``: how the index says it."""
+    (the dataset's own test set) or "holdout"; ``into`` and ``evaluation``: how the index says it."""
     columns = [c for c in kept.columns if FOLD_COLUMN.fullmatch(c)]
     if columns:
         tested = pd.to_numeric(kept[columns[0]], errors="coerce")
         folds, repeats = int(tested[tested >= 0].nunique()), len(columns)
-        text = (f"stratified k-fold cross-validation, {folds} folds"
-                + (f" repeated {repeats} times with other shuffles" if repeats > 1 else "")
-                + ": each image is tested once" + (" per repeat" if repeats > 1 else "")
-                + ", by a model that never saw it")
-        return {"kind": "cv", "folds": folds, "repeats": repeats, "text": text}
+        again = f", repeated {repeats} times with other shuffles" if repeats > 1 else ""
+        return {"kind": "cv", "folds": folds, "repeats": repeats,
+                "into": f"{folds} folds for stratified k-fold cross-validation{again}",
+                "evaluation": f"Stratified k-fold cross-validation over {folds} folds{again}: every kept image is "
+                              f"tested once{' per repeat' if repeats > 1 else ''}, by a model that never saw it"}
     if dataset == "kaggle-augmented" or (kept["split"] == "test_simple").any():
-        return {"kind": "own test", "text": "the dataset's own split: training images and a test set, with any "
-                                            "further test set scored apart"}
-    return {"kind": "holdout", "text": "one held-out train / validation / test split"}
+        return {"kind": "own test",
+                "into": "the dataset's own training and test sets (a further test set scored apart)",
+                "evaluation": "On the dataset's own test set, which no model trained on"}
+    return {"kind": "holdout", "into": "one held-out training, validation and test part",
+            "evaluation": "On one held-out test part, which no model trained on"}
 
 
 def epoch_rule(record: dict) -> str | None:
@@ -91,13 +93,13 @@ def epoch_rule(record: dict) -> str | None:
               if (n.get("settings") or {}).get("model")]
     rules = {(t.get("keep_epoch"), t.get("epochs"), t.get("patience")) for t in trains}
     if len(rules) != 1:
-        return "the epoch each model keeps is on its page" if rules else None
+        return "each training page says which epoch its model keeps" if rules else None
     keep, epochs, patience = rules.pop()
     if keep == "last":
-        return (f"each model is its last epoch of a fixed {epochs}-epoch schedule, and a validation part of its "
-                f"training images (never its test images) is only watched")
-    return (f"a validation part of each model's training images (never its test images) chooses its epoch: the "
-            f"best validation macro-F1 of at most {epochs}, stopping after {patience} without a better one")
+        return (f"each model keeps the last epoch of a fixed {epochs}-epoch schedule (a validation part of its "
+                f"training images is scored, but chooses nothing)")
+    return (f"a validation part of each model's training images (never its test images) chooses the epoch kept: "
+            f"the best validation macro-F1 within {epochs} epochs, stopping after {patience} without a better one")
 
 
 def data_summary(run_dir: Path, dataset: str | None = None) -> dict | None:

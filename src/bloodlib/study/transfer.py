@@ -11,10 +11,14 @@ Two labs: the run's dataset (``home``: BCCD, Wright/Giemsa smears photographed w
   :mod:`bloodlib.crossdataset`);
 - home from scratch against home fine-tuned from the source backbone, on the same folds, with the corrected
   resampled t-test over folds and McNemar's test on the pooled predictions.
+
+Every cell's predictions are saved in the run folder (``transfer/cells/``, :func:`save_cells`), so that each number
+of the page can be recomputed from the run alone (:func:`load_cells`).
 """
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +33,7 @@ from bloodlib.evaluation.significance import format_p
 
 SHOWN = ("macro_f1", "balanced_accuracy", "accuracy")  # macro-F1 first: "always neutrophil" scores 0.60 accuracy
 GAP_P = "McNemar p (vs none)"  # the gap table's p-value column
+CELLS = "cells"  # under the run's transfer/: one saved evaluation per cell and gap-narrowing method
 
 
 @dataclasses.dataclass
@@ -40,6 +45,12 @@ class Cell:
     images: str  # which images: "cross-validation", "held-out test part", "every image"
     evaluation: evaluation.Evaluation
     details: crossdataset.CrossDataset | None = None  # None where train and test are one dataset
+    method: str = "none"  # the gap-narrowing method it was scored with
+
+    @property
+    def notes(self) -> list[str]:
+        """What the scoring had to say (the adaptation's notes), kept when the cell is saved."""
+        return list(self.details.notes) if self.details is not None else self.evaluation.extra.get("notes", [])
 
 
 def applies(settings: config.Settings, source: str) -> str | None:
@@ -73,7 +84,32 @@ def source_cell(backbone: Path, source: str) -> Cell:
 def cross_cell(checkpoint: Path, target: config.Settings, trained_on: str, adapt=None) -> Cell:
     """A checkpoint on every image of another dataset, on the shared classes (``adapt``: see crossdataset)."""
     ev, details = crossdataset.evaluate_checkpoint(checkpoint, target, adapt=adapt)
-    return Cell(details.model, trained_on, target.dataset, "every image (shared classes)", ev, details)
+    return Cell(details.model, trained_on, target.dataset, "every image (shared classes)", ev, details,
+                method=adapt or "none")
+
+
+def save_cells(cells: list[Cell], folder: Path, *, n: int = 2000, seed: int = 0) -> None:
+    """Each cell's predictions and metrics (:func:`bloodlib.evaluation.save_evaluation`) in a folder of its own
+    under ``folder``, with what the cell is in the evaluation's ``extra``."""
+    for cell in cells:
+        what = dict(trained_on=cell.trained_on, tested_on=cell.tested_on, images=cell.images, method=cell.method,
+                    notes=cell.notes)
+        name = "_".join(re.sub(r"[^A-Za-z0-9-]+", "-", part)
+                        for part in (cell.model, cell.trained_on, "on", cell.tested_on, cell.method))
+        ev = dataclasses.replace(cell.evaluation, extra={**cell.evaluation.extra, "cell": what})
+        evaluation.save_evaluation(ev, Path(folder) / name, n=n, seed=seed)
+
+
+def load_cells(folder: Path) -> list[Cell]:
+    """The cells :func:`save_cells` wrote, in name order."""
+    cells = []
+    for ev in evaluation.load_all(folder).values():
+        what = ev.extra.get("cell")
+        if what is None:
+            raise ValueError(f"{folder}: {ev.model}'s evaluation does not say which cell it is")
+        ev.extra["notes"] = what["notes"]
+        cells.append(Cell(ev.model, what["trained_on"], what["tested_on"], what["images"], ev, method=what["method"]))
+    return cells
 
 
 def table(cells: list[Cell], *, n: int = 2000, seed: int = 0) -> pd.DataFrame:
@@ -143,7 +179,7 @@ def gap_table(cells: dict[str, Cell], *, n: int = 2000, seed: int = 0) -> pd.Dat
                                                                                     base.classes)["macro_f1"]}
         row[GAP_P] = (np.nan if method == "none" else
                       evaluation.mcnemar(base.y_true, base.y_pred, ev.y_pred)["p_value"])
-        row["notes"] = "; ".join(cell.details.notes) if cell.details is not None else ""
+        row["notes"] = "; ".join(cell.notes)
         rows.append(row)
     return pd.DataFrame(rows).set_index("method")
 
@@ -214,6 +250,7 @@ def across_labs(settings: config.Settings, source: str, models: list[str], *, pr
         result.cells += [home_cell(settings, model),
                          cross_cell(settings.output_dir / "models" / model / "best.pt",
                                     source_settings(settings, model, source), settings.dataset)]
+    adapted = []
     for model in dict.fromkeys([*pretrain, *finetune]):
         result.backbones[model] = backbones.backbone(settings, model, source=source, progress=progress)
         methods = {"none": cross_cell(result.backbones[model], settings, source)}
@@ -221,6 +258,11 @@ def across_labs(settings: config.Settings, source: str, models: list[str], *, pr
                         for method in adapt})
         result.cells += [source_cell(result.backbones[model], source), methods["none"]]
         result.gaps[model] = gap_table(methods, n=settings.bootstrap, seed=settings.seed)
+        adapted += [cell for method, cell in methods.items() if method != "none"]
+    # every cell but the home ones (notebooks 04-06 saved those), so that the run alone holds every number
+    away_cells = [cell for cell in result.cells
+                  if cell.trained_on != settings.dataset or cell.tested_on != settings.dataset]
+    save_cells(away_cells + adapted, settings.output_dir / "transfer" / CELLS, n=settings.bootstrap, seed=settings.seed)
     result.away = datasets.prepare(source_settings(settings, models[0], source), progress=progress)
     for model in finetune:
         run = experiment_run(home, model, result.backbones[model], settings.output_dir / "transfer" / model, progress)
