@@ -34,7 +34,8 @@ $(VENV)/.test-installed: requirements-test.txt $(VENV)/.installed
 	$(PY) -m pip install --quiet -r requirements-test.txt
 	touch $@
 
-## make report [PROFILE=smoke] [ARGS="-p image_size 96 -p epochs 40"] [RESUME=1]: run notebooks 01-08, render report/
+## make report [PROFILE=smoke] [ARGS="-p image_size 96 -p epochs 40"] [RESUME=1]: run notebooks 01-08 into
+## report/runs/<run-id>/; a complete run is promoted into report/ (index.html, pages/, results.md)
 report: venv
 	$(PY) -m bloodlib run $(PROFILE_ARGS) $(ARGS) $(RESUME_ARGS)
 

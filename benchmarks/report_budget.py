@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -27,7 +28,8 @@ def backbone_records(record: dict) -> dict[str, Path]:
     for model in (record.get("models") or {}).values():
         weights = model.get("initial_weights") or {}
         if weights.get("kind") == "checkpoint" and weights.get("backbone"):
-            path = Path(weights["path"]).with_name(backbones.RECORD)
+            checkout = Path(__file__).resolve().parents[1]  # the record names it relative to the checkout
+            path = (checkout / os.path.expandvars(os.path.expanduser(weights["path"]))).with_name(backbones.RECORD)
             if not path.is_file():
                 sys.exit(f"{weights['path']}: no {backbones.RECORD} beside it (the backbone cache was cleared?)")
             found[weights["backbone"]] = path

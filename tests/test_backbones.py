@@ -15,9 +15,10 @@ from bloodlib.study import backbones, experiment
 from bloodlib.models import checkpoints
 from bloodlib import config, models
 from bloodlib.data import datasets
-from bloodlib.pipeline import report, runner
+from bloodlib.pipeline import records, report
 from bloodlib.training import train
 from bloodlib.config import TrainConfig
+from bloodlib.utils import paths
 from bloodlib.data.synthetic import toy_imageset
 
 SIZE = 16  # the smallest input every model takes: each training here lasts a second or two
@@ -138,11 +139,11 @@ def test_run_model_starts_from_the_backbone_under_a_new_head(tmp_path, cache, so
     assert run.evaluation.pretrained_source == f"pretrained on {source}"
     metrics = json.loads((run.out_dir / "metrics.json").read_text())
     initial = metrics["metadata"]["extra"]["initial_weights"]
-    assert initial["kind"] == "checkpoint" and initial["path"] == str(path.resolve())
+    assert initial["kind"] == "checkpoint" and initial["path"] == paths.portable(path.resolve(), config.project_root())
     assert initial["backbone"] == path.parent.name and initial["recipe"]["epochs"] == 1
     assert checkpoints.read_checkpoint(run.out_dir / checkpoints.BEST)["metadata"]["initial_weights"] == initial
     # the run record and the report name where the weights came from
-    shown = runner.models_record(tmp_path / "out")["resnet18"]
+    shown = records.models_record(tmp_path / "out")["resnet18"]
     assert shown["pretrained"] == f"pretrained on {source}" and shown["initial_weights"] == initial
     text = report.weights(shown["initial_weights"])
     assert text.startswith(f"pretrained on {source} (resnet18, {SIZE}x{SIZE} px, crop, data ")

@@ -10,8 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from bloodlib import models
+from bloodlib import config, models
 from bloodlib.models import PretrainedUnavailableError, checkpoints, create_model, factory, registry
+from bloodlib.utils import paths
 
 
 @pytest.fixture
@@ -183,7 +184,7 @@ def test_checkpoint_backbone_is_loaded_under_a_new_head(tmp_path, name, head):
     assert model.normalization == {"mean": [0.5] * 3, "std": [0.2] * 3}  # what the backbone learnt with
     assert model.pretrained_source == "pretrained on pbc"
     record = model.initial_weights
-    assert record["kind"] == "checkpoint" and record["path"] == str((tmp_path / "best.pt").resolve())
+    assert record["kind"] == "checkpoint" and record["path"] == paths.portable((tmp_path / "best.pt").resolve(), config.project_root())
     assert (record["dataset"], record["data_checksum"], record["model"], record["image_size"], record["mode"]) == (
         "pbc", "ab" * 32, name, [64, 64], "crop")
     assert record["recipe"] == {"epochs": 3, "lr": 1e-3} and record["test_metrics"]["accuracy"] == 0.9

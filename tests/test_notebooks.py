@@ -11,10 +11,10 @@ import nbformat
 import pytest
 
 from bloodlib import config, models
-from bloodlib.pipeline import notebooks, runner
+from bloodlib.pipeline import notebooks, parameters
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
-NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob(runner.NOTEBOOK_GLOB))
+NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob(parameters.NOTEBOOK_GLOB))
 KERNEL = {"name": "bloodcells", "display_name": "Python (bloodcells)"}  # what `make venv` installs
 
 
@@ -50,12 +50,12 @@ def test_committed_without_outputs_on_the_study_kernel(path):
 @pytest.mark.parametrize("path", NOTEBOOKS[1:6], ids=lambda p: p.stem)
 def test_notebooks_that_split_declare_the_split_parameters(path):
     """The splits notebook 02 shows are the ones 04-06 train on only if -p folds/repeats/seed reach them all."""
-    assert {"seed", "folds", "repeats", "dataset", "mode", "image_size"} <= set(runner.declared_parameters(path))
+    assert {"seed", "folds", "repeats", "dataset", "mode", "image_size"} <= set(parameters.declared_parameters(path))
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS[3:6], ids=lambda p: p.stem)
 def test_training_notebooks_declare_the_whole_recipe(path):
-    declared = runner.declared_parameters(path)
+    declared = parameters.declared_parameters(path)
     assert set(config.TRAIN_FIELDS) <= set(declared), set(config.TRAIN_FIELDS) - set(declared)
     assert "model_name" in declared
 
@@ -81,7 +81,7 @@ def test_committed_training_notebook_is_the_template_rendered_for_its_model(stem
 @pytest.mark.parametrize("stem", TRAINING)
 def test_training_notebooks_train_from_scratch_unless_asked(stem):
     """'auto' would fetch ImageNet weights where the hub answers: the same `make report` would give other numbers."""
-    assert runner.declared_parameters(NOTEBOOKS_DIR / f"{stem}.ipynb")["pretrained"] == '"scratch"'
+    assert parameters.declared_parameters(NOTEBOOKS_DIR / f"{stem}.ipynb")["pretrained"] == '"scratch"'
 
 
 @pytest.mark.parametrize("name", models.list_models())

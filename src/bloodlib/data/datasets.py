@@ -16,7 +16,7 @@ import torch
 
 from bloodlib.data import acquire, cleaning, fingerprint, folders, images, layout, splits
 from bloodlib import config
-from bloodlib.utils import fileio
+from bloodlib.utils import fileio, paths
 from bloodlib.data.images import load_cached
 from bloodlib.data.sources import PARTS, parse_dataset
 
@@ -227,16 +227,17 @@ def write_data_record(settings: "config.Settings", root: Path) -> dict:
     ``data/data_record.json`` under ``settings.output_dir``."""
     files = data_files(settings, root)
     manifest = fingerprint.data_manifest(root, files)
+    shown = paths.portable(Path(root).resolve(), config.project_root())  # no path of this machine in the report
     record = {
         "dataset": settings.dataset,
         **({"subset": f"{len(files)} files: a seeded, stratified subset ({settings.profile} profile, "
                       f"seed {settings.seed})"} if max_images(settings) is not None else {}),
-        "root": str(Path(root).resolve()),
+        "root": shown,
         "sources": acquire.read_sources(root, settings.dataset) or "local folder",
         "files": len(manifest),
         "bytes": int(manifest["bytes"].sum()),
         "checksum": fingerprint.manifest_checksum(manifest),
-        "layout": layout.verify_layout(root, dataset=settings.dataset),
+        "layout": {**layout.verify_layout(root, dataset=settings.dataset), "root": shown},
     }
     folder = settings.output_dir / "data"
     fingerprint.write_manifest(manifest, folder / "data_manifest.csv")

@@ -11,11 +11,11 @@ import shutil
 import time
 from pathlib import Path
 
-from bloodlib.pipeline import report
+from bloodlib.pipeline import report, summary
 from bloodlib.pipeline.publish import MARKER
 from bloodlib.utils import fileio
 
-SHOWN = ("pages", "index.html", MARKER)  # what the report folder holds of its run, besides runs/ and README.md
+SHOWN = ("pages", "index.html", MARKER, summary.RESULTS)  # what the report folder holds of its run, besides runs/ and README.md
 
 
 def promote(run_dir: Path, report_dir: Path) -> Path:
@@ -33,6 +33,7 @@ def promote(run_dir: Path, report_dir: Path) -> Path:
     report.write_index(run_dir, staging / "index.html", run_href=run_href)
     fileio.write_json(staging / MARKER, {"run_id": run_id, "run": run_href,
                                          "promoted": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    summary.write_results(run_dir, staging / summary.RESULTS, run_href=run_href)  # the numbers the README quotes
     old.mkdir()
     moved = []
     try:

@@ -38,7 +38,8 @@ def committed_files(report_dir: Path) -> list[Path]:
     """The files of the report that belong in git, in a stable order."""
     report_dir = Path(report_dir)
     run_dir = published_run(report_dir)
-    files = [report_dir / "index.html", report_dir / MARKER, *sorted((report_dir / "pages").rglob("*"))]
+    files = [report_dir / "index.html", report_dir / MARKER, report_dir / "results.md",
+             *sorted((report_dir / "pages").rglob("*"))]
     files += sorted(p for p in run_dir.rglob("*")
                     if not any(p.relative_to(run_dir).match(pattern) for pattern in LEFT_OUT)
                     and not any(part.startswith(".") for part in p.relative_to(run_dir).parts))

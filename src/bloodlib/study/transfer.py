@@ -30,6 +30,7 @@ from bloodlib.data import classes, datasets
 from bloodlib import config, evaluation, plots
 from bloodlib.evaluation import crossdataset
 from bloodlib.evaluation.significance import format_p
+from bloodlib.utils import paths
 
 SHOWN = ("macro_f1", "balanced_accuracy", "accuracy")  # macro-F1 first: "always neutrophil" scores 0.60 accuracy
 GAP_P = "McNemar p (vs none)"  # the gap table's p-value column
@@ -96,7 +97,9 @@ def save_cells(cells: list[Cell], folder: Path, *, n: int = 2000, seed: int = 0)
                     notes=cell.notes)
         name = "_".join(re.sub(r"[^A-Za-z0-9-]+", "-", part)
                         for part in (cell.model, cell.trained_on, "on", cell.tested_on, cell.method))
-        ev = dataclasses.replace(cell.evaluation, extra={**cell.evaluation.extra, "cell": what})
+        # the checkpoint's path as the report may show it (relative to the checkout, or named by its variable)
+        extra = paths.portable_values({**cell.evaluation.extra, "cell": what}, config.project_root())
+        ev = dataclasses.replace(cell.evaluation, extra=extra)
         evaluation.save_evaluation(ev, Path(folder) / name, n=n, seed=seed)
 
 
