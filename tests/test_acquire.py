@@ -22,6 +22,7 @@ from bloodlib.data import acquire, fingerprint, layout, sources
 from bloodlib import config
 from bloodlib.data.download import DownloadError, UnsafeArchiveError, download, safe_extract
 from bloodlib.data.layout import DataLayoutError
+from bloodlib.utils import paths
 from conftest import LocalServer, zip_bytes
 
 
@@ -459,7 +460,7 @@ def test_real_record_per_dataset(real_data, real_dataset2, tmp_path):
         root = datasets.locate(settings)
         records[dataset] = record = datasets.write_data_record(settings, root)
         manifest = pd.read_csv(settings.output_dir / "data" / "data_manifest.csv")
-        assert record["dataset"] == dataset and record["root"] == str(real_data.resolve())
+        assert record["dataset"] == dataset and record["root"] == shown(real_data)
         assert record["files"] == len(manifest) and record["checksum"] == fingerprint.manifest_checksum(manifest)
         parts = manifest["path"].str.split("/").str[0].unique()
         if dataset == "bccd":
@@ -495,7 +496,7 @@ def test_folder_dataset_needs_no_bccd(tmp_path, no_local):
     assert list(manifest["path"]) == ["basophil/a.jpg", "basophil/b.jpg", "basophil/deeper/c.jpg",
                                       "monocyte/.e.jpg", "monocyte/d.jpg"]
     assert record["files"] == 5 and record["sources"] == "local folder"
-    assert record["layout"] == {"root": str(folder.resolve()), "basophil/": 3, "monocyte/": 2}
+    assert record["layout"] == {"root": shown(folder), "basophil/": 3, "monocyte/": 2}
     raw = (folder / "basophil/a.jpg").read_bytes()
     assert manifest.set_index("path").loc["basophil/a.jpg", "sha256"] == hashlib.sha256(raw).hexdigest()
 
@@ -528,7 +529,7 @@ def test_csv_dataset_fingerprints_the_list_and_its_files(tmp_path, no_local):
     manifest = pd.read_csv(settings.output_dir / "data" / "data_manifest.csv")
     # the list itself and the files it names that exist; nothing else of cells/ (b.jpg, README.txt)
     assert list(manifest["path"]) == ["cells/basophil/a.jpg", "cells/monocyte/d.jpg", "lists/train.csv"]
-    assert record["layout"] == {"root": str(tmp_path.resolve()), "rows": 3, "label basophil": 1,
+    assert record["layout"] == {"root": shown(tmp_path), "rows": 3, "label basophil": 1,
                                 "label monocyte": 2, "listed files found": 2, "listed files missing": 1}
 
     csv.write_text("file,class\na.jpg,basophil\n")
@@ -537,3 +538,8 @@ def test_csv_dataset_fingerprints_the_list_and_its_files(tmp_path, no_local):
     csv.write_text("path,label\nnowhere/a.jpg,basophil\n")
     with pytest.raises(DataLayoutError, match=f"{csv}: none of the 1 listed files exists"):
         acquire.own_root(dataset)
+
+
+def shown(folder: Path) -> str:
+    """A data root as the data record names it: no absolute path of this machine (bloodlib.utils.paths)."""
+    return paths.portable(Path(folder).resolve(), config.project_root())

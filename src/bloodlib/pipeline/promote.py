@@ -33,7 +33,8 @@ def promote(run_dir: Path, report_dir: Path) -> Path:
     report.write_index(run_dir, staging / "index.html", run_href=run_href)
     fileio.write_json(staging / MARKER, {"run_id": run_id, "run": run_href,
                                          "promoted": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-    summary.write_results(run_dir, staging / summary.RESULTS, run_href=run_href)  # the numbers the README quotes
+    if (run_dir / "models").is_dir():  # the numbers the README quotes; a run that trained nothing has none
+        summary.write_results(run_dir, staging / summary.RESULTS, run_href=run_href)
     old.mkdir()
     moved = []
     try:
@@ -41,7 +42,8 @@ def promote(run_dir: Path, report_dir: Path) -> Path:
             if (report_dir / name).exists():
                 os.rename(report_dir / name, old / name)
             moved.append(name)
-            os.rename(staging / name, report_dir / name)
+            if (staging / name).exists():
+                os.rename(staging / name, report_dir / name)
     except OSError:
         for name in reversed(moved):  # put the previous report back as it was
             if (old / name).exists():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import json
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -90,3 +91,15 @@ def _as_given(parameters: Mapping, root: Path) -> dict:
     if "output_dir" not in parameters:
         return dict(parameters)
     return {**parameters, "output_dir": paths.portable(parameters["output_dir"], root)}
+
+
+def read_run_record(run_dir: str | os.PathLike) -> dict:
+    """A run folder's ``run_record.json``; FileNotFoundError or ValueError naming the file when it is missing or
+    not JSON."""
+    path = Path(run_dir) / RECORD
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: missing; is {run_dir} a run folder?") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from None

@@ -44,13 +44,13 @@ def hold_run(run_dir: Path):
 
 
 def read_run_record(run_dir: Path) -> dict:
-    path = Path(run_dir) / records.RECORD
+    """The run's record, or why it cannot be resumed (:class:`ResumeRefused`)."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return records.read_run_record(run_dir)
     except FileNotFoundError:
         raise ResumeRefused(f"{run_dir}: no {records.RECORD}, so nothing says how far this run got") from None
-    except json.JSONDecodeError as err:
-        raise ResumeRefused(f"{path}: not valid JSON ({err})") from None
+    except ValueError as err:
+        raise ResumeRefused(str(err)) from None
 
 
 def finished(record: Mapping) -> bool:

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from bloodlib import evaluation
+from bloodlib import config, evaluation
 from bloodlib.evaluation.significance import format_p
+from bloodlib.pipeline import records
 from bloodlib.study import comparison, transfer
 from bloodlib.utils import fileio
 
@@ -41,23 +42,21 @@ class RunResults:
     across_labs: bool  # notebook 08 compared two labs in this run
 
 
-def run_record(run_dir: str | os.PathLike) -> dict:
-    path = Path(run_dir) / "run_record.json"
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: missing; is {run_dir} a run folder?") from None
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not JSON ({err})") from None
+def run_settings(record: dict, run_dir: Path) -> dict:
+    """The run's resolved settings as its record holds them, what a record leaves out (one written by hand, or
+    before a setting existed) filled from its profile's defaults."""
+    defaults = config.resolve(record.get("profile"), output_dir=run_dir).as_dict()
+    return {**defaults, **(record.get("settings") or {})}
 
 
 def collect(run_dir: str | os.PathLike) -> RunResults:
     """Recompute a run's results from its folder."""
     run_dir = Path(run_dir)
-    record = run_record(run_dir)
-    n, seed = record["settings"]["bootstrap"], record["settings"]["seed"]
+    record = records.read_run_record(run_dir)
+    settings = record["settings"] = run_settings(record, run_dir)
+    n, seed = settings["bootstrap"], settings["seed"]
     compared = comparison.compare(run_dir / "models", n=n, seed=seed)
-    home = record["settings"]["dataset"]
+    home = settings["dataset"]
     evals = compared.evaluations
     cells = [transfer.Cell(name, home, home, "cross-validation" if ev.fold is not None else "test part", ev)
              for name, ev in evals.items()]
