@@ -1,9 +1,14 @@
 """How much the headline moves with things that should not matter: seed and thread count.
 
 Runs ``quality.py`` (the notebooks' protocol and the full profile's recipe unless options say otherwise) once
-per seed and thread count, one run at a time (two at once would oversubscribe the cores and change nothing
-but the wall time), then prints per run the pooled and fold-mean macro-F1, and their spread (max - min):
+per model, seed and thread count, one run at a time (two at once would oversubscribe the cores and change
+nothing but the wall time), then prints per run the pooled and fold-mean macro-F1, and their spread (max - min).
+A seed is the whole study's seed: the folds are shuffled again and every model trains from other initial
+weights, batches and augmentations (repeated cross-validation); the models of one seed share its folds.
+``--table`` writes the runs as the committed table notebook 07 shows (``benchmarks/results/seed_spread.csv``):
 
+    python benchmarks/spread.py --models resnet18 efficientnet_b0 alexnet --threads 2 \
+        --table benchmarks/results/seed_spread.csv
     python benchmarks/spread.py                       # resnet18, seeds 42 43 44, 1 and 2 threads
     python benchmarks/spread.py --seeds 42 43 -- --epochs 40 --ema 0.99   # options after -- go to quality.py
     python benchmarks/spread.py -- --replay-selection    # and the spread of each epoch-selection rule
@@ -16,6 +21,7 @@ Runs already in the log (same recipe, seed and thread count) are not repeated.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import subprocess
@@ -31,35 +37,43 @@ import quality  # noqa: E402  (a sibling script, not a package)
 
 def main(argv=None) -> pd.DataFrame:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="resnet18")
+    parser.add_argument("--models", nargs="+", default=["resnet18"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--log", type=Path, default=Path("outputs/quality/spread.jsonl"))
+    parser.add_argument("--table", type=Path, help="write the runs here as CSV (e.g. benchmarks/results/seed_spread.csv)")
     parser.add_argument("recipe", nargs=argparse.REMAINDER, help="-- then quality.py options")
     args = parser.parse_args(argv)
     recipe = [w for w in args.recipe if w != "--"]
     done = pd.read_json(args.log, lines=True) if args.log.is_file() else pd.DataFrame(columns=["name", "torch_threads"])
-    for seed in args.seeds:
-        for threads in args.threads:
-            words = ["--model", args.model, "--seed", str(seed), "--threads", str(threads), *recipe]
-            name = quality.name_of(quality.parser().parse_args(words))
-            if ((done["name"] == name) & (done["torch_threads"] == threads)).any():
-                continue
-            print(f"{name}, {threads} thread(s)", flush=True)
-            subprocess.run([sys.executable, str(HERE / "quality.py"), *words, "--log", str(args.log)], check=True,
-                           env={**os.environ, "OMP_NUM_THREADS": str(threads)},
-                           stdout=subprocess.DEVNULL)
+    for model, seed, threads in itertools.product(args.models, args.seeds, args.threads):
+        words = ["--model", model, "--seed", str(seed), "--threads", str(threads), *recipe]
+        name = quality.name_of(quality.parser().parse_args(words))
+        if ((done["name"] == name) & (done["torch_threads"] == threads)).any():
+            continue
+        print(f"{name}, {threads} thread(s)", flush=True)
+        subprocess.run([sys.executable, str(HERE / "quality.py"), *words, "--log", str(args.log)], check=True,
+                       env={**os.environ, "OMP_NUM_THREADS": str(threads)},
+                       stdout=subprocess.DEVNULL)
     runs = pd.read_json(args.log, lines=True)
-    names = {quality.name_of(quality.parser().parse_args(["--model", args.model, "--seed", str(s), *recipe]))
-             for s in args.seeds}
+    names = {quality.name_of(quality.parser().parse_args(["--model", m, "--seed", str(s), *recipe]))
+             for m in args.models for s in args.seeds}
     runs = runs[runs["name"].isin(names) & runs["torch_threads"].isin(args.threads)]
     runs = runs.drop_duplicates(["name", "torch_threads"], keep="last")
-    table = runs[["seed", "torch_threads", "pooled_macro_f1", "fold_mean_macro_f1", "pooled_accuracy", "seconds"]]
-    table = table.sort_values(["seed", "torch_threads"]).reset_index(drop=True)
-    print(table.round(3).to_string(index=False))
-    for column in ("pooled_macro_f1", "fold_mean_macro_f1"):
-        print(f"{column}: min {table[column].min():.3f}, max {table[column].max():.3f}, "
-              f"spread {table[column].max() - table[column].min():.3f}")
+    table = runs[["model", "seed", "torch_threads", "precision", "pooled_macro_f1", "fold_mean_macro_f1",
+                  "pooled_accuracy", "seconds", "train_config"]].copy()
+    table["train_config"] = table["train_config"].map(lambda c: json.dumps(c, sort_keys=True))
+    table = table.sort_values(["model", "seed", "torch_threads"]).reset_index(drop=True)
+    print(table.drop(columns="train_config").round(3).to_string(index=False))
+    for model, runs_of in table.groupby("model"):
+        for column in ("pooled_macro_f1", "fold_mean_macro_f1"):
+            print(f"{model} {column}: min {runs_of[column].min():.3f}, max {runs_of[column].max():.3f}, "
+                  f"spread {runs_of[column].max() - runs_of[column].min():.3f}")
+    if args.table:
+        args.table.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.table.with_name(args.table.name + ".tmp")
+        table.to_csv(tmp, index=False)
+        tmp.replace(args.table)  # whole or not at all
     if "rules" in runs:
         for rule in quality.RULES:
             scores = pd.DataFrame([{"seed": seed, "torch_threads": threads, **rules[rule]} for seed, threads, rules

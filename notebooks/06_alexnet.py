@@ -52,11 +52,15 @@ pretrained = "scratch"  # random initial weights: the same numbers on every mach
 folds = None        # cross-validation folds (None: the profile's; 1: a holdout split)
 repeats = None      # repetitions of the k-fold with other shuffles
 # The training recipe (bloodlib.config.TrainConfig); None: the layered default (base recipe, profile,
-# dataset, then this model's recipe in config.MODEL_RECIPES)
+# dataset, then this model's recipe in config.MODEL_RECIPES, chosen by `python -m bloodlib tune` on validation
+# parts: notebook 07 shows how)
 epochs = None
 batch_size = None
 lr = None               # peak learning rate of the one-cycle schedule
-weight_decay = None     # AdamW; biases and norm layers are not decayed
+weight_decay = None     # decoupled (AdamW) or L2 (SGD); biases and norm layers are not decayed
+optimizer = None        # "adamw" or "sgd" (Nesterov momentum 0.9)
+drop_rate = None        # dropout before the classifier (None: the model's own)
+drop_path_rate = None   # stochastic depth, where the model has it (None: the model's own)
 warmup = None           # fraction of the steps spent warming up
 keep_epoch = None       # "last": a fixed schedule keeps its last epoch; "best": the best on validation, and
                         # early stopping after `patience` epochs without a better one

@@ -48,10 +48,45 @@ settings
 # %%
 from IPython.display import Markdown
 
-from bloodlib.study import comparison
+from bloodlib.study import comparison, recipes, reruns
+from bloodlib.tuning import space
 
-result = comparison.compare(settings.output_dir / "models", n=settings.bootstrap, seed=settings.seed)
+result = comparison.compare(settings.output_dir / "models", n=settings.bootstrap, seed=settings.seed,
+                            trials=recipes.read_trials(), tuning=True)
 comparison.display_table(result)
+
+# %% [markdown]
+# ## How each model was tuned
+#
+# A fair race gives every architecture the same search: `python -m bloodlib tune MODEL` (`bloodlib.tuning`) draws
+# recipes from each model's declared space (below) with Optuna's TPE sampler, trains each on every fold's
+# training part for the profile's fixed schedule and scores it on the folds' **validation** parts only (the test
+# parts are dropped before anything trains; a median pruner stops a recipe that trails the others at the end of
+# a fold). Every model gets the same number of trials and the same epochs and image size, so the same budget in
+# training images x epochs. The chosen recipe goes into `config.MODEL_RECIPES`; the training notebooks read it.
+# The test score beside each choice was read once, after the search. One recipe serves all four folds, so a
+# fold's test cells helped train the other folds' trial models (as in any search over the folds of one
+# cross-validation; a nested search per fold would cost four times as much): no test part scored a trial.
+
+# %%
+display(space.space_table(list(result.table.index)))
+comparison.display_tuning(result)
+
+# %% [markdown]
+# ## How much a rerun moves the answer
+#
+# The bootstrap intervals hold each trained model fixed. Training again with another seed draws other initial
+# weights, batches and augmentations: the table below (from `benchmarks/results/seed_spread.csv`, written by
+# `benchmarks/spread.py` with each model's recipe) gives each model's fold-mean macro-F1 over several training
+# seeds, beside this run's bootstrap interval, and says whether the ranking survives the spread.
+
+# %%
+spread = reruns.read_spread()
+if spread is None:
+    display(Markdown("*No seed-spread table yet: run `python benchmarks/spread.py` with the models' recipes.*"))
+else:
+    display(reruns.spread_table(spread, result.table).round(3),
+            Markdown(reruns.ranking_sentence(spread, list(result.table.index))))
 
 # %% [markdown]
 # ## The metrics with their confidence intervals
@@ -90,7 +125,9 @@ if result.fold_tests is not None:
 # %% [markdown]
 # ## Conclusion
 #
-# Written from the numbers above (`bloodlib.study.comparison.conclusion`), so it changes with them.
+# Written from the numbers above (`bloodlib.study.comparison.conclusion`), so it changes with them: the test over
+# folds first (the folds are the unit of the claim), then the pooled predictions with McNemar's test, then how
+# the recipes were chosen.
 
 # %%
 Markdown(comparison.conclusion(result))

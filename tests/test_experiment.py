@@ -55,6 +55,13 @@ def test_model_runs_are_saved_and_compared(tmp_path):
         np.mean([len(s.test) / len(s.train) for s in run.splits]))
     text = comparison.conclusion(result)
     assert "trained from scratch" in text and "macro-F1" in text and "corrected resampled t-test" in text
+    assert text.startswith("Ranked by fold-mean macro-F1 over the 2 folds")  # the unit of the claim first
+    assert text.index("corrected resampled t-test") < text.index("McNemar")
+    # how each recipe was chosen: no search here, and the conclusion says the race was not tuned alike
+    tuned = comparison.compare(tmp_path / "models", n=50, trials=None, tuning=True)
+    assert (tuned.tuning["status"] == "not searched yet: trained with the default recipe").all()
+    assert "were **not** all chosen the same way" in comparison.conclusion(tuned)
+    assert list(tuned.tuning.index) == list(tuned.table.index)
     comparison.save(result, tmp_path / "comparison")
     assert (tmp_path / "comparison" / "comparison.csv").is_file()
 

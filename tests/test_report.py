@@ -67,6 +67,7 @@ def test_index_opens_the_study(promoted):
         assert words in " ".join(index.split()), words
     assert re.search(r"\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\]", index)  # metrics with their CIs
     assert "ImageNet-pretrained" in index and "ab" * 32 in index and "0" * 40 in index  # weights, data, commit
+    assert "resnet18: bf16 on cpu" in index  # each model's precision: part of its recipe
     assert index.count("data:image/png;base64,") == 1  # the headline figure, inline
     assert 'href="pages/01_data.html"' in index and 'href="pages/02_figures.html"' in index
     assert f'href="runs/{run_dir.name}/notebooks/01_data.ipynb"' in index

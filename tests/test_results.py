@@ -142,14 +142,14 @@ def saved_cells(run: Path) -> list[transfer.Cell]:
     return transfer.load_cells(folder)
 
 
-def test_every_cell_of_notebook_08_is_recomputed_from_its_saved_predictions(run, bootstrap, record, results_md):
+def test_every_cell_of_notebook_08_is_recomputed_from_its_saved_predictions(run, collected, record, results_md):
     home = record["settings"]["dataset"]
     cells = saved_cells(run)
     models = sorted(p.parent.name for p in (run / "models").glob(f"*/{evaluation.METRICS}"))
-    at_home = [transfer.Cell(model, home, home, "cross-validation", evaluation.load_evaluation(run / "models" / model))
-               for model in models]
-    shown = transfer.display_table(transfer.table(at_home + [c for c in cells if c.method == "none"], **bootstrap))
-    for row in shown.astype(str).itertuples(index=False):  # results.md holds every cell, as recomputed here
+    # the table summary.collect recomputed from the saved predictions: every home model at home, every saved cell
+    shown = collected.cells.astype(str)
+    assert len(shown) == len(models) + sum(c.method == "none" for c in cells)
+    for row in shown.itertuples(index=False):  # results.md holds every cell, as recomputed here
         assert "| " + " | ".join(row) + " |" in results_md, row
     away = {c.tested_on for c in cells} - {home}
     assert away and all(any(c.model == m and c.tested_on in away for c in cells) for m in models), \

@@ -27,9 +27,9 @@ PROFILES: dict[str, dict] = {
     "smoke": dict(image_size=64, epochs=2, batch_size=32, keep_epoch="last", patience=2, folds=2, repeats=1,
                   bootstrap=200, gradcam_per_class=1),
     # the study itself: 4 folds, 30 epochs at 96 px. Notebooks 01-07 took 61 min on 2 fp32 CPU cores (26 min where
-    # the CPU has native bf16), 08 another 20 (benchmarks/README.md). A fixed schedule keeps the last epoch: early stopping on a fold's ~40 validation images picked epochs whose
-    # validation macro-F1 jumped by 0.1-0.3 from one epoch to the next, and the headline moved with it
-    # (benchmarks/spread.py; the measurements are in benchmarks/README.md).
+    # the CPU has native bf16), 08 another 20 (benchmarks/README.md). A fixed schedule keeps the last epoch: the
+    # tuning search (bloodlib.tuning) scores every recipe on the folds' validation parts, which must then not also
+    # choose the epoch. Where every default was chosen: docs/defaults.md.
     "full": dict(image_size=96, epochs=30, batch_size=32, keep_epoch="last", patience=12, folds=4, repeats=1,
                  bootstrap=2000, gradcam_per_class=2),
 }
@@ -55,10 +55,21 @@ DATASET_DEFAULTS: dict[tuple[str, str], dict] = {
                           folds=1, oversample=False),
     # the smoke profile reads a 400-file subset (datasets.SMOKE_SUBSETS)
     ("smoke", "pbc"): dict(mode="crop", folds=1),
+    # DeepAPL's normal white cells (6,990 of 106 patients kept): one held-out split by patient (folds=1; at seed 42
+    # 5,028 train, 1,008 validation, 971 test cells of 78 / 15 / 13 patients), 64 px crops around the stain-located
+    # cell as for PBC (CellaVision crops too). Oversampling stays on: its classes differ by 66x (52 basophils,
+    # 3,427 lymphocytes). Epochs as PBC's, not yet measured on DeepAPL.
+    ("full", "deepapl"): dict(mode="crop", image_size=64, epochs=4, keep_epoch="best", patience=4, batch_size=64,
+                              folds=1),
+    # a 400-file subset of whole patients (datasets.SMOKE_SUBSETS); 2 folds grouped by patient: on 7-8 patients a
+    # held-out split can leave a class out of its one test patient
+    ("smoke", "deepapl"): dict(mode="crop"),
 }
 
-# A model's own recipe (TrainConfig fields only), like timm's pretrained_cfg: efficientnet_b0 trains at a higher
-# learning rate (4-fold macro-F1 0.44 -> 0.61 on BCCD crops).
+# A model's own recipe (TrainConfig fields only), like timm's pretrained_cfg. A model's finished tuning search
+# (`python -m bloodlib tune MODEL`, scored on validation parts only) writes its choice here; its trials are in
+# benchmarks/results/tuning/trials.csv and notebook 07 shows them. efficientnet_b0's lr=3e-3 is older: it was chosen
+# on the 4 folds' TEST macro-F1 (0.44 -> 0.61), and stays only until its search finishes (docs/defaults.md).
 MODEL_RECIPES: dict[str, dict] = {
     "efficientnet_b0": dict(lr=3e-3),
 }
@@ -91,6 +102,9 @@ class TrainConfig:
     keep_epoch: str = "best"
     patience: int = 12  # epochs without a better validation macro-F1 before stopping (keep_epoch="best")
     label_smoothing: float = 0.1
+    optimizer: str = "adamw"  # timm's name: "adamw", or "sgd" (SGD with Nesterov momentum 0.9)
+    drop_rate: float | None = None  # dropout before the classifier; None: the model's own default
+    drop_path_rate: float | None = None  # stochastic depth (timm models that have it); None: the model's default
     augment: bool = True  # random flips, rotations, colour jitter (training batches only)
     colour_jitter: float = 1.0  # scales the colour jitter of augment_batch (0: geometry only)
     zoom: float = 0.0  # > 0: random zoom by a factor in [1 / (1 + zoom), 1 + zoom] (augment_batch)
@@ -121,9 +135,15 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.backbone_lr_scale < 0:
             raise ValueError(f"TrainConfig.backbone_lr_scale must be >= 0, got {self.backbone_lr_scale}")
+        if self.optimizer not in ("adamw", "sgd"):
+            raise ValueError(f"TrainConfig.optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
+        for name in ("drop_rate", "drop_path_rate"):
+            if getattr(self, name) is not None and not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"TrainConfig.{name} must be None or in [0, 1), got {getattr(self, name)}")
 
-
-
+    def model_kwargs(self) -> dict:
+        """What ``create_model`` takes from the recipe: the regularisation set here (None: the model's own)."""
+        return {name: getattr(self, name) for name in ("drop_rate", "drop_path_rate") if getattr(self, name) is not None}
 
 @dataclasses.dataclass(frozen=True)
 class Settings:

@@ -194,7 +194,8 @@ def make_run(run_dir: Path, *, models: bool = True) -> Path:
         (run_dir / "comparison").mkdir(exist_ok=True)
         evaluation.comparison_table({"resnet18": ev}, n=20).to_csv(run_dir / "comparison" / "comparison.csv")
         (run_dir / "comparison" / "headline.png").write_bytes(base64.b64decode(_png(1)))
-        model_record = {"resnet18": {"pretrained": "imagenet", "n_test": 16, "train_seconds": 65.0}}
+        model_record = {"resnet18": {"pretrained": "imagenet", "n_test": 16, "train_seconds": 65.0,
+                                     "precision": "bf16", "device": "cpu"}}
     fileio.write_json(run_dir / "run_record.json", {
         "run_id": run_dir.name, "status": "complete", "started": "2026-01-01T00:00:00", "profile": "smoke",
         "overrides": {"image_size": 32}, "git": {"commit": "0" * 40, "short": "0000000", "dirty": False},

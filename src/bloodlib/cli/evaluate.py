@@ -63,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "each side is said.")
     parser.add_argument("--checkpoint", "-c", required=True, type=Path, help="best.pt written by training")
     parser.add_argument("--dataset", required=True,
-                        help="the notebooks' dataset parameter: bccd, pbc, kaggle-augmented, folder:/path, "
+                        help="the notebooks' dataset parameter: bccd, pbc, deepapl, kaggle-augmented, folder:/path, "
                              "csv:/path/list.csv (see the README)")
     parser.add_argument("--data-dir", type=Path, help="where the dataset is (default: as the notebooks find it)")
     parser.add_argument("--split", help="score only the test part of this split of the dataset "

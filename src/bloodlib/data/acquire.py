@@ -2,13 +2,14 @@
 
 The datasets, their data roots and the parts each reads are named in :mod:`bloodlib.data.sources`.
 :func:`find_data` tries, in order (unless ``source`` names one): a local folder (``data_dir``, the
-``BLOODLIB_DATA`` environment variable (pbc: ``BLOODLIB_PBC``), or ``../shared/data/bccd`` (pbc:
-``../shared/data/pbc``) beside the checkout), the project's cache (``config.cache_dir()/"bccd"``, pbc:
-``.../"pbc"``), the publisher (Kaggle through ``kagglehub``; pbc: the Mendeley Data record), and the public
-GitHub archives. Downloads are assembled into the cache in the same layout, each part renamed into place only
-after it verifies (:mod:`bloodlib.data.layout`), so a second call finds the cache and does no network and no
-copying. A user's own data (``folder:/path``, ``csv:/path/list.csv``) is read where it is (:func:`own_root`),
-never copied. :mod:`bloodlib.data.fingerprint` lists and hashes the files a run reads.
+``BLOODLIB_DATA`` environment variable (pbc: ``BLOODLIB_PBC``, deepapl: ``BLOODLIB_DEEPAPL``), or
+``../shared/data/bccd`` (pbc: ``../shared/data/pbc``, deepapl: ``../shared/data/deepapl``) beside the checkout), the
+project's cache (``config.cache_dir()/"bccd"``, pbc: ``.../"pbc"``, deepapl: ``.../"deepapl"``), the publisher
+(Kaggle through ``kagglehub``; pbc: the Mendeley Data record), and the public GitHub archives (deepapl: its own
+repository, of which only ``Data/All`` is kept). Downloads are assembled into the cache in the same layout, each
+part renamed into place only after it verifies (:mod:`bloodlib.data.layout`), so a second call finds the cache and
+does no network and no copying. A user's own data (``folder:/path``, ``csv:/path/list.csv``) is read where it
+is (:func:`own_root`), never copied. :mod:`bloodlib.data.fingerprint` lists and hashes the files a run reads.
 """
 from __future__ import annotations
 
@@ -25,8 +26,8 @@ from bloodlib import config
 from bloodlib.data.download import DownloadError, download, safe_extract
 from bloodlib.data.layout import (PBC_COUNTS, DataLayoutError, contents, own_data, parts_read, subset_problems,
                                   verify_layout)
-from bloodlib.data.sources import (GITHUB_URLS, HOMES, KAGGLE_HANDLE, KAGGLE_PARTS, MENDELEY_URLS, PARTS, PBC_FOLDER,
-                                   SOURCES, SOURCES_FILE, parse_dataset)
+from bloodlib.data.sources import (DEEPAPL_FOLDER, GITHUB_URLS, HOMES, KAGGLE_HANDLE, KAGGLE_PARTS, MENDELEY_URLS,
+                                   PARTS, PBC_FOLDER, SOURCES, SOURCES_FILE, parse_dataset)
 from bloodlib.utils import fileio
 
 log = logging.getLogger(__name__)
@@ -71,12 +72,18 @@ def _is_pbc(d: Path) -> bool:
     return "__MACOSX" not in d.parts and (d.name == PBC_FOLDER or all((d / c).is_dir() for c in PBC_COUNTS))
 
 
+def _is_deepapl(d: Path) -> bool:
+    """DeepAPL's folder of patients, ``Data/All`` of the repository (the rest of the repository is not kept)."""
+    return "__MACOSX" not in d.parts and d.name == "All" and d.parent.name == "Data"
+
+
 # How each part is recognised inside a download, however deep it is nested: (test, what the test looks for).
 _FINDERS: dict[str, tuple[Callable[[Path], bool], str]] = {
     "dataset-master": (_is_dataset_master, "a folder holding labels.csv and JPEGImages/"),
     "BCCD_Dataset": (_is_bccd_repo, "a folder holding BCCD/Annotations/"),
     "dataset2-master": (_is_dataset2, "a folder holding images/TRAIN/"),
     PBC_FOLDER: (_is_pbc, f"a folder {PBC_FOLDER}/ of class folders ({', '.join(PBC_COUNTS)})"),
+    DEEPAPL_FOLDER: (_is_deepapl, f"a folder {DEEPAPL_FOLDER}/ of patient folders"),
 }
 
 
@@ -98,6 +105,7 @@ def _install(stage_root: Path, subset: str, cache: Path, strict_counts: bool, or
     if problems:
         raise DataLayoutError(f"{origin} gave a wrong {subset} layout:\n  " + "\n  ".join(problems))
     dest = cache / subset
+    dest.parent.mkdir(parents=True, exist_ok=True)  # deepapl's Data/, once its part has verified
     try:
         os.replace(stage_root / subset, dest)
     except OSError:
@@ -155,8 +163,9 @@ def _from_archive(subset: str, url: str, cache: Path, strict_counts: bool, progr
         src = _find_dir(extracted, wanted)
         if src is None:
             raise DataLayoutError(f"{url}: expected {what} in the archive, found {contents(extracted)}")
-        stage = work / "stage" / subset
-        stage.parent.mkdir()
+        stage_root = work / "stage"
+        stage = stage_root / subset
+        stage.parent.mkdir(parents=True)  # deepapl's part is two levels deep: Data/All
         if subset == "BCCD_Dataset":  # keep the data and its licence, not the repo's scripts
             stage.mkdir()
             for name in ("BCCD", "LICENSE"):
@@ -164,7 +173,7 @@ def _from_archive(subset: str, url: str, cache: Path, strict_counts: bool, progr
                     os.replace(src / name, stage / name)
         else:
             os.replace(src, stage)
-        _install(stage.parent, subset, cache, strict_counts, url)
+        _install(stage_root, subset, cache, strict_counts, url)
 
 
 def read_sources(root: str | os.PathLike, dataset: str = "bccd") -> dict:
@@ -192,12 +201,13 @@ def find_data(data_dir: str | os.PathLike | None = None, *, dataset: str = "bccd
     """Return a data root holding the parts ``dataset`` reads (:data:`PARTS`), verified, downloading into
     the cache only when nothing usable exists.
 
-    ``dataset`` is ``"bccd"``, ``"kaggle-augmented"`` or ``"pbc"`` (a user's own folder or list:
+    ``dataset`` is ``"bccd"``, ``"kaggle-augmented"``, ``"pbc"`` or ``"deepapl"`` (a user's own folder or list:
     :func:`own_root`); ``source`` is one of :data:`SOURCES`. A folder the user names (``data_dir``, else the
-    variable of :data:`HOMES`: ``BLOODLIB_DATA``, for pbc ``BLOODLIB_PBC``) is used as it is or refused with
-    :class:`DataLayoutError`, never replaced by a download. Downloads land in ``cache`` (default
-    ``config.cache_dir()/"bccd"``, for pbc ``.../"pbc"``): the publisher first (Kaggle; for pbc Mendeley Data),
-    then GitHub, which also gives what no publisher has whichever source is named (the WBC boxes of bccd);
+    variable of :data:`HOMES`: ``BLOODLIB_DATA``, for pbc ``BLOODLIB_PBC``, for deepapl ``BLOODLIB_DEEPAPL``) is
+    used as it is or refused with :class:`DataLayoutError`, never replaced by a download. Downloads land in
+    ``cache`` (default ``config.cache_dir()/"bccd"``, for pbc ``.../"pbc"``, for deepapl ``.../"deepapl"``): the
+    publisher first (Kaggle; for pbc Mendeley Data), then GitHub, which also gives what no publisher has whichever
+    source is named (the WBC boxes of bccd; deepapl, whose publisher is its GitHub repository);
     dataset2-master is only on Kaggle. ``urls`` overrides :data:`GITHUB_URLS`, ``mendeley_urls``
     :data:`MENDELEY_URLS` (tests point them at 127.0.0.1); ``strict_counts=False`` accepts any non-empty
     folders (tiny synthetic archives). Any image size passes: only folders and file counts are checked.

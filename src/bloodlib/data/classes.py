@@ -1,9 +1,10 @@
 """Which class of one lab's dataset is which class of another's: the correspondence, declared once.
 
 Every dataset keeps its own class names (BCCD's ``NEUTROPHIL``, PBC's ``neutrophil``, a user's folder
-names); wherever two datasets meet (a model trained on one, scored on the other; a backbone moved between
-them) their names go through :func:`canonical`, and only the classes both have are compared
-(:func:`shared`). What is left out is said, never silently dropped (:func:`restriction`).
+names), except DeepAPL, whose CellaVision folder names (``Segmented neutrophils``) become the study's names as
+they are read (:func:`lab_class`, :data:`DEEPAPL_READ`); wherever two datasets meet (a model trained on one,
+scored on the other; a backbone moved between them) their names go through :func:`canonical`, and only the
+classes both have are compared (:func:`shared`). What is left out is said, never silently dropped (:func:`restriction`).
 """
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ import pandas as pd
 # spelling in some dataset -> the study's name for the cell type (case and surrounding spaces never matter)
 SYNONYMS = {
     "eosinophil": "EOSINOPHIL",
+    "eosinophils": "EOSINOPHIL",  # DeepAPL
     "lymphocyte": "LYMPHOCYTE",
     "monocyte": "MONOCYTE",
     "neutrophil": "NEUTROPHIL",
+    "segmented neutrophils": "NEUTROPHIL",  # DeepAPL (its band neutrophils are not read)
     "basophil": "BASOPHIL",
     "erythroblast": "ERYTHROBLAST",
     "ig": "IMMATURE_GRANULOCYTE",  # PBC: metamyelocytes, myelocytes and promyelocytes
@@ -25,12 +28,42 @@ SYNONYMS = {
 }
 
 
+# DeepAPL's class folders (CellaVision's names, in the repository sidhomj/DeepAPL): the five normal white cells this
+# study reads, named through SYNONYMS, and the other cell types of its signed slides (blasts and other leukaemic or
+# immature cells, smudge cells, platelets, ...), which it does not read. A folder in neither is an error: a class
+# nobody has placed must not be silently read, nor silently dropped.
+DEEPAPL_READ = ("Basophil", "Eosinophils", "Lymphocyte", "Monocyte", "Segmented neutrophils")
+DEEPAPL_NOT_READ = (
+    "Artefacts", "Band neutrophils", "Blast, no lineage spec", "Erythroblast", "Giant thrombocyte", "Hairy cells",
+    "Large granular lymphocyte", "Lymphocyte, variant", "Metamyelocyte", "Myelocyte", "Plasma cells",
+    "Prolymphocyte", "Promonocyte", "Promyelocyte", "Smudge cells", "Thrombocyte aggregation", "Unidentified",
+    "Young unidentified",
+)
+
+
+def _key(name: str) -> str:
+    return " ".join(str(name).replace("_", " ").split()).lower()
+
+
 def canonical(name: str) -> str:
     """The study's name for a class name of any dataset: ``"neutrophil"`` -> ``"NEUTROPHIL"``, ``"ig"`` ->
     ``"IMMATURE_GRANULOCYTE"``; a name it does not know is upper-cased (so one lab's spelling of its own
     class still meets the same spelling elsewhere)."""
-    key = " ".join(str(name).replace("_", " ").split()).lower()
+    key = _key(name)
     return SYNONYMS.get(key, key.upper().replace(" ", "_"))
+
+
+def lab_class(name: str, read: Iterable[str], not_read: Iterable[str], *, where: str = "") -> str | None:
+    """The study's name for one of a lab's class folders that it reads (``read``), None for one it does not
+    (``not_read``); case and spacing never matter. A name in neither list raises ValueError naming ``where``."""
+    read, not_read, key = list(read), list(not_read), _key(name)
+    if key in {_key(n) for n in read}:
+        return canonical(name)
+    if key in {_key(n) for n in not_read}:
+        return None
+    raise ValueError(f"{where or name}: the class {name!r} is not in the class mapping (bloodlib.data.classes), "
+                     f"which reads {', '.join(read)} and knows {len(not_read)} other cell types it does not read; "
+                     f"add it to one of the two")
 
 
 def shared(classes_a: Iterable[str], classes_b: Iterable[str]) -> list[str]:

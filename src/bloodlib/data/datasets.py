@@ -14,11 +14,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bloodlib.data import acquire, cleaning, fingerprint, folders, images, layout, splits
+from bloodlib.data import acquire, cleaning, deepapl, fingerprint, folders, images, layout, splits
 from bloodlib import config
 from bloodlib.utils import fileio, paths
 from bloodlib.data.images import load_cached
-from bloodlib.data.sources import PARTS, parse_dataset
+from bloodlib.data.sources import HOMES, PARTS, parse_dataset
 
 
 @dataclasses.dataclass
@@ -81,10 +81,13 @@ class Prepared:
     protocol: str  # "cv" or "holdout" (splits.protocol)
 
 
-# The smoke profile cleans and trains on a seeded, stratified subset of PBC's 17,092 files (folders.subset_files,
-# seeded by the run's seed), taken from the listing before anything is read: every code path on real images in
-# seconds. Tied to the profile rather than a notebook parameter: the full profile always reads every file.
-SMOKE_SUBSETS: dict[str, int] = {"pbc": 400}
+# The smoke profile cleans and trains on a seeded subset (seeded by the run's seed), taken from the listing before
+# anything is read: every code path on real images in seconds. PBC's 17,092 files: stratified by class
+# (folders.subset_files); DeepAPL's 7,007: whole patients, every class in at least 4 of them
+# (deepapl.subset_patients). Tied to the profile rather than a notebook parameter: the full profile always reads
+# every file.
+SMOKE_SUBSETS: dict[str, int] = {"pbc": 400, "deepapl": 400}
+SUBSET_RULES = {"pbc": "a seeded, stratified subset", "deepapl": "a seeded subset of whole patients"}
 
 
 def max_images(settings: "config.Settings") -> int | None:
@@ -98,8 +101,9 @@ def prepare(settings: "config.Settings", *, params: cleaning.CleaningParams | No
     """Find the data, clean it, load the decoded images of the kept rows (cached) and split them.
 
     ``settings.dataset`` picks the data: ``"bccd"`` (the smears and labels.csv), ``"kaggle-augmented"``
-    (dataset2-master), ``"pbc"`` (the PBC atlas; with the smoke profile a subset, :func:`max_images`),
-    ``"folder:/path"`` or ``"csv:/path/list.csv"`` (see :mod:`bloodlib.data.folders`).
+    (dataset2-master), ``"pbc"`` (the PBC atlas), ``"deepapl"`` (DeepAPL's normal white cells, grouped by
+    patient; both with the smoke profile a subset, :func:`max_images`), ``"folder:/path"`` or
+    ``"csv:/path/list.csv"`` (see :mod:`bloodlib.data.folders`).
     Deterministic for a given data folder and seed: every notebook calls this and gets the same manifest and
     the same splits (:func:`bloodlib.data.splits.plan`), so a notebook can also be run on its own. The kept rows
     record the splits: ``split`` (holdout: train, val, test, or a further test set) and, for
@@ -117,6 +121,9 @@ def prepare(settings: "config.Settings", *, params: cleaning.CleaningParams | No
     elif kind == "pbc":
         result, root = folders.clean_pbc(locate(settings), params, max_images=max_images(settings),
                                          progress=progress)
+    elif kind == "deepapl":
+        result, root = deepapl.clean_deepapl(locate(settings), params, max_images=max_images(settings),
+                                             progress=progress)
     else:
         result, root = folders.clean_folder(Path(path), params, progress=progress)
     classes = sorted(result.kept["label"].unique())
@@ -190,8 +197,8 @@ def locate(settings: "config.Settings", source: str = "auto", *, require_boxes: 
     force a download; crop mode on bccd needs the WBC boxes unless ``require_boxes`` says otherwise); pbc: a
     folder holding ``PBC_dataset_normal_DIB/`` (named by ``data_dir`` or ``$BLOODLIB_PBC``; a ``data_dir`` that
     only repeats ``$BLOODLIB_DATA``, the Kaggle-layout folder ``make`` exports for every run, is not taken for
-    one); a ``folder:`` or ``csv:`` dataset: the folder holding its files, read where it is (no download, no
-    data_dir).
+    one); deepapl: likewise a folder holding ``Data/All/`` (``data_dir`` or ``$BLOODLIB_DEEPAPL``); a ``folder:``
+    or ``csv:`` dataset: the folder holding its files, read where it is (no download, no data_dir).
     """
     kind, _ = parse_dataset(settings.dataset)
     if kind not in PARTS:
@@ -201,7 +208,8 @@ def locate(settings: "config.Settings", source: str = "auto", *, require_boxes: 
         return acquire.own_root(settings.dataset)
     named = settings.data_dir if source in ("auto", "local") else None
     from_environment = os.environ.get(config.ENV_DATA)  # resolve() fills data_dir from it: BCCD's, not PBC's
-    if kind == "pbc" and named is not None and from_environment and named == Path(from_environment).expanduser():
+    own_variable = HOMES[kind][0] != config.ENV_DATA  # pbc, deepapl: a data root of their own
+    if own_variable and named is not None and from_environment and named == Path(from_environment).expanduser():
         named = None
     boxes = kind == "bccd" and settings.mode == "crop" if require_boxes is None else require_boxes
     return acquire.find_data(named, dataset=kind, source=source, require_boxes=boxes)
@@ -209,7 +217,7 @@ def locate(settings: "config.Settings", source: str = "auto", *, require_boxes: 
 
 def data_files(settings: "config.Settings", root: Path) -> list[str]:
     """Every file a run with ``settings`` reads in ``root`` (what :func:`locate` gave), as posix paths relative
-    to it: :func:`bloodlib.data.fingerprint.dataset_files`, for pbc with the smoke profile its subset
+    to it: :func:`bloodlib.data.fingerprint.dataset_files`, for pbc and deepapl with the smoke profile its subset
     (:func:`max_images`)."""
     return fingerprint.dataset_files(settings.dataset, root, max_images=max_images(settings), seed=settings.seed)
 
@@ -230,8 +238,9 @@ def write_data_record(settings: "config.Settings", root: Path) -> dict:
     shown = paths.portable(Path(root).resolve(), config.project_root())  # no path of this machine in the report
     record = {
         "dataset": settings.dataset,
-        **({"subset": f"{len(files)} files: a seeded, stratified subset ({settings.profile} profile, "
-                      f"seed {settings.seed})"} if max_images(settings) is not None else {}),
+        **({"subset": f"{len(files)} files: {SUBSET_RULES[parse_dataset(settings.dataset)[0]]} "
+                      f"({settings.profile} profile, seed {settings.seed})"}
+           if max_images(settings) is not None else {}),
         "root": shown,
         "sources": acquire.read_sources(root, settings.dataset) or "local folder",
         "files": len(manifest),

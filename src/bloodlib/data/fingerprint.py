@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from bloodlib.data import folders
+from bloodlib.data import deepapl, folders
 from bloodlib.data.layout import own_data
-from bloodlib.data.sources import PARTS, PBC_FOLDER, parse_dataset
+from bloodlib.data.sources import DEEPAPL_FOLDER, PARTS, PBC_FOLDER, parse_dataset
 from bloodlib.utils import fileio
 
 log = logging.getLogger(__name__)
@@ -35,17 +35,22 @@ def dataset_files(dataset: str, root: str | os.PathLike, *, max_images: int | No
 
     bccd and kaggle-augmented: every file of their :data:`PARTS` present in ``root`` (hidden files ignored);
     pbc: every file under its class folders, hidden ones too (the cleaning reads and reports them), or the
-    subset of ``max_images`` a smoke run cleans (:func:`bloodlib.data.folders.subset_files`, ``seed``);
+    subset of ``max_images`` a smoke run cleans (:func:`bloodlib.data.folders.subset_files`, ``seed``); deepapl:
+    likewise every file under the class folders read of its signed slides, or the smoke run's whole patients
+    (:func:`bloodlib.data.deepapl.listing`);
     ``folder:``: every file under its class folders; ``csv:``: the CSV and each listed file that exists.
     """
     root = Path(root).resolve()
     kind = parse_dataset(dataset)[0]
-    if max_images is not None and kind != "pbc":
-        raise ValueError(f"max_images takes a subset of pbc, not of {dataset!r}")
+    if max_images is not None and kind not in ("pbc", "deepapl"):
+        raise ValueError(f"max_images takes a subset of pbc or deepapl, not of {dataset!r}")
     if kind == "pbc":
         listed = folders.folder_files(root / PBC_FOLDER)
         listed = folders.subset_files(listed, max_images, seed, str(root / PBC_FOLDER))
         return sorted(f"{PBC_FOLDER}/{file}" for file in listed["file"])
+    if kind == "deepapl":
+        listed = deepapl.listing(root / DEEPAPL_FOLDER, max_images, seed)
+        return sorted(f"{DEEPAPL_FOLDER}/{file}" for file in listed["file"])
     if kind not in PARTS:
         files = own_data(dataset)[1]
         outside = [f for f in files if not f.is_relative_to(root)]

@@ -9,6 +9,8 @@ so that every notebook runs unchanged on it; the ``dataset`` parameter picks one
   Kaggle download (:func:`clean_kaggle_augmented`);
 - ``"pbc"``: the PBC atlas of normal peripheral blood cells, ``PBC_dataset_normal_DIB/<class>/*.jpg``
   (Acevedo et al. 2020; 8 classes, its folder names as labels), cleaned as a folder (:func:`clean_pbc`);
+- ``"deepapl"``: DeepAPL's normal white cells, listed and grouped by patient in :mod:`bloodlib.data.deepapl` and
+  cleaned by the same steps (:func:`clean_listed`);
 - ``"folder:/path"``: a torchvision ``ImageFolder`` tree ``root/<class>/**/<image>``; ``"csv:/path/list.csv"``:
   a CSV with columns ``path,label`` (:func:`clean_folder`).
 
@@ -177,20 +179,36 @@ def clean_folder(spec_path: Path, params: CleaningParams = CleaningParams(), *, 
         listed, root = csv_files(spec_path)
     else:
         listed, root = folder_files(spec_path), spec_path.resolve()
-    listed = subset_files(listed, max_images, params.seed, str(spec_path)).reset_index(drop=True)
+    listed = subset_files(listed, max_images, params.seed, str(spec_path))
+    return clean_listed(listed, root, params, group_by=group_by, source=str(spec_path), cache=cache,
+                        progress=progress), root
+
+
+def clean_listed(listed: pd.DataFrame, root: Path, params: CleaningParams, *, group_by: str, source: str,
+                 cache: Path | bool | None = None, progress: bool = True) -> Cleaning:
+    """Listed files (``file`` relative to ``root``, ``raw_label``; ``label`` when the listing names the class
+    otherwise, and any other columns, which the manifest keeps) cleaned by the steps of :data:`STEPS`, each kept
+    file grouped by ``group_by``: ``"content"`` (byte-identical copies are one group), ``"similarity"``
+    (augmented copies of one source, :func:`bloodlib.data.near_duplicates.source_groups` per class) or the name of
+    a column of the listing (``"patient"``: the cells of one patient are one group). ``source`` names the data in
+    errors."""
+    if group_by not in ("content", "similarity") and group_by not in listed.columns:
+        raise ValueError(f"group_by must be 'content', 'similarity' or a column of the listing, got {group_by!r}")
+    listed = listed.reset_index(drop=True)
     listed["subset"] = ""
     listed["id"] = listed["file"]
-    manifest, table = _clean(listed, root, params, source=str(spec_path), cache=cache, progress=progress)
+    manifest, table = _clean(listed, root, params, source=source, cache=cache, progress=progress)
     kept = manifest["kept"]
-    manifest.loc[kept, "group"] = manifest.loc[kept, "sha256"]  # unique after the duplicates are dropped
+    # a kept file's sha256 is unique once the duplicates are dropped: content groups are single files
+    by_content = group_by in ("content", "similarity")
+    manifest.loc[kept, "group"] = manifest.loc[kept, "sha256" if by_content else group_by]
     if group_by == "similarity":
         for label, rows in manifest[kept].groupby("label"):
             groups = near_duplicates.source_groups([root / f for f in rows["file"]], cache=cache, progress=progress)
             manifest.loc[rows.index, "group"] = [f"{label}/{g}" for g in groups]
-    rows = manifest.index[kept]
-    _check_classes(manifest.loc[rows], params, str(spec_path))
+    _check_classes(manifest.loc[manifest.index[kept]], params, source)
     return Cleaning(manifest=manifest[COLUMNS + [c for c in manifest.columns if c not in COLUMNS]],
-                    table=table, params=params), root
+                    table=table, params=params)
 
 
 # -------------------------------------------------------------------------------------------------- PBC
@@ -222,7 +240,8 @@ def _clean(manifest: pd.DataFrame, root: Path, params: CleaningParams, *, source
     manifest = manifest.reset_index(drop=True)
     repeat = manifest.groupby("id").cumcount()  # a CSV may list one file twice: a byte-identical copy
     manifest["id"] = manifest["id"].where(repeat == 0, manifest["id"] + "#" + (repeat + 1).astype(str))
-    manifest["label"] = manifest["raw_label"]
+    if "label" not in manifest:  # else the listing named the classes (DeepAPL: the study's names)
+        manifest["label"] = manifest["raw_label"]
     manifest["reason"] = ""
     exists = np.array([(root / f).is_file() for f in manifest["file"]], bool)
     present = list(dict.fromkeys(manifest.loc[exists, "file"]))

@@ -9,8 +9,9 @@ import fnmatch
 import os
 from pathlib import Path
 
-from bloodlib.data import folders
-from bloodlib.data.sources import GITHUB_URLS, PARTS, PBC_FOLDER, parse_dataset
+from bloodlib.data import deepapl, folders
+from bloodlib.data.classes import DEEPAPL_READ, canonical
+from bloodlib.data.sources import DEEPAPL_FOLDER, GITHUB_URLS, PARTS, PBC_FOLDER, SIGNED_SLIDES, parse_dataset
 
 
 class DataLayoutError(ValueError):
@@ -28,7 +29,13 @@ _DATASET2_COUNTS = {
 PBC_COUNTS = {"basophil": 1218, "eosinophil": 3117, "erythroblast": 1551, "ig": 2895, "lymphocyte": 1214,
               "monocyte": 1420, "neutrophil": 3329, "platelet": 2348}
 
-# The known layout: subset -> {relative path: (glob, count)}; (None, None) marks a file that must exist.
+# DeepAPL's signed slides: *.jpg files per class read, over all patients (7,007; 360x363 as published, halved in
+# the shared copy), and the patients holding them. The other 14 cell types and the unsigned slides are not counted.
+DEEPAPL_COUNTS = dict(zip(DEEPAPL_READ, (53, 108, 3435, 1319, 2092)))
+DEEPAPL_PATIENTS = 106
+
+# The known layout: subset -> {relative path: (glob, count)}; (None, None) marks a file that must exist. DeepAPL's
+# files are spread over patient folders: deepapl_problems checks them against DEEPAPL_COUNTS instead.
 EXPECTED: dict[str, dict[str, tuple[str | None, int | None]]] = {
     "dataset-master": {
         "labels.csv": (None, None),
@@ -68,7 +75,10 @@ def contents(folder: Path, limit: int = 8) -> str:
 
 
 def subset_problems(root: Path, subset: str, strict_counts: bool) -> tuple[list[str], dict[str, int]]:
-    """Problems (one line each) and file counts of ``root/subset`` against :data:`EXPECTED`."""
+    """Problems (one line each) and file counts of ``root/subset`` against :data:`EXPECTED` (DeepAPL:
+    :func:`deepapl_problems`)."""
+    if subset == DEEPAPL_FOLDER:
+        return deepapl_problems(root, strict_counts)
     problems: list[str] = []
     counts: dict[str, int] = {}
     base = root / subset
@@ -93,6 +103,33 @@ def subset_problems(root: Path, subset: str, strict_counts: bool) -> tuple[list[
         if rel.startswith(subset + "/") and (root / rel).is_dir():
             counts[rel] = _count(root / rel, pattern)
     return problems, counts
+
+
+def deepapl_problems(root: Path, strict_counts: bool) -> tuple[list[str], dict[str, int]]:
+    """Problems and counts of DeepAPL's ``root/Data/All``: the ``*.jpg`` files of each class read over every
+    patient's signed slides (:func:`bloodlib.data.deepapl.list_files`, whose errors name the folder at fault) and
+    the patients holding them, against :data:`DEEPAPL_COUNTS` and :data:`DEEPAPL_PATIENTS`."""
+    base = root / DEEPAPL_FOLDER
+    if not base.is_dir():
+        return [f"{root}: expected a folder {DEEPAPL_FOLDER}/ of patient folders, found {contents(root)}"], {}
+    try:
+        listed = deepapl.list_files(base)
+    except (OSError, ValueError) as err:
+        return [str(err)], {}
+    names = listed["file"].str.rsplit("/", n=1).str[-1]
+    images = listed[[not n.startswith(".") and fnmatch.fnmatchcase(n, "*.jpg") for n in names]]
+    per_class = images["label"].value_counts()
+    expected = {f"{DEEPAPL_FOLDER}/**/{SIGNED_SLIDES}/{c}": (n, int(per_class.get(canonical(c), 0)), "*.jpg files")
+                for c, n in DEEPAPL_COUNTS.items()}
+    expected[f"{DEEPAPL_FOLDER} patients"] = (DEEPAPL_PATIENTS, images["patient"].nunique(),
+                                              "patients holding *.jpg files of the classes read")
+    problems = []
+    for where, (n, found, what) in expected.items():
+        if strict_counts and found != n:
+            problems.append(f"{base}: expected {n} {what} ({where}), found {found}")
+        elif found == 0:
+            problems.append(f"{base}: expected {what} ({where}), found none")
+    return problems, {where: int(found) for where, (_, found, _) in expected.items()}
 
 
 def parts_read(kind: str, require_boxes: bool) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -128,14 +165,22 @@ def own_data(dataset: str) -> tuple[Path, list[Path], dict[str, int]]:
              "listed files found": len(found), "listed files missing": len(paths) - len(found)})
 
 
+def _inside_deepapl(folder: Path) -> bool:
+    """Whether ``folder`` is ``Data``, ``Data/All`` or a patient folder of DeepAPL's tree (a user naming a level
+    too deep) rather than the data root holding ``Data/All``."""
+    patterns = ("All", SIGNED_SLIDES, f"*/{SIGNED_SLIDES}", f"*/*/{SIGNED_SLIDES}")
+    return folder.is_dir() and any(next(folder.glob(pattern), None) is not None for pattern in patterns)
+
+
 def verify_layout(root: str | os.PathLike, *, dataset: str = "bccd", require_boxes: bool = False,
                   strict_counts: bool = True) -> dict:
     """Check what a run on ``dataset`` reads in ``root`` and return its file counts.
 
     ``bccd``: ``dataset-master``, and ``BCCD_Dataset`` when present (required with ``require_boxes``);
     ``kaggle-augmented``: ``dataset2-master``; ``pbc``: ``PBC_dataset_normal_DIB`` with its 8 class folders
-    (:data:`PBC_COUNTS`; a missing one is named); all against :data:`EXPECTED`, ``strict_counts=False`` only
-    asking for non-empty folders (synthetic test data). ``folder:``/``csv:``: ``root`` must be
+    (:data:`PBC_COUNTS`; a missing one is named); all against :data:`EXPECTED`; ``deepapl``: ``Data/All``, its
+    classes read counted over the patients (:func:`deepapl_problems`); ``strict_counts=False`` only asking for
+    non-empty folders (synthetic test data). ``folder:``/``csv:``: ``root`` must be
     :func:`bloodlib.data.acquire.own_root`'s; the counts are files per class folder, or the list's rows per
     label and how many listed files exist. Raises :class:`DataLayoutError` listing every problem. Reads only.
     """
@@ -154,7 +199,10 @@ def verify_layout(root: str | os.PathLike, *, dataset: str = "bccd", require_box
     counts: dict[str, int] = {}
     for subset in required + tuple(p for p in optional if (root / p).exists()):
         p, c = subset_problems(root, subset, strict_counts)
-        if p and all((root / rel).exists() for rel in EXPECTED[subset]):
+        if p and subset == DEEPAPL_FOLDER and _inside_deepapl(root):
+            p.append(f"{root} looks like a folder inside DeepAPL's {DEEPAPL_FOLDER}: pass the folder holding "
+                     f"{DEEPAPL_FOLDER}/")
+        elif p and subset in EXPECTED and all((root / rel).exists() for rel in EXPECTED[subset]):
             p.append(f"{root} looks like {subset} itself: pass its parent folder")
         if p and subset == "BCCD_Dataset" and not (root / subset).exists():
             p.append("the WBC boxes (BCCD_Dataset/BCCD) are needed for crop mode; public copy: "

@@ -46,17 +46,20 @@ def resample_weights(y_true, *, n: int = 2000, seed: int = 0, stratified: bool =
 
 
 def _weighted_auc(weights: np.ndarray, positive: np.ndarray, score: np.ndarray) -> np.ndarray:
-    """Mann-Whitney AUC of ``score`` for every row of ``weights`` (ties count one half)."""
-    _, rank = np.unique(score, return_inverse=True)  # dense rank of each score
-    onehot = np.zeros((len(score), rank.max() + 1))
-    onehot[np.arange(len(score)), rank] = 1
-    neg_w = weights * ~positive
-    pos_w = weights * positive
-    neg_per_rank = neg_w @ onehot  # weighted negatives at each distinct score
-    below = np.cumsum(neg_per_rank, axis=1) - neg_per_rank  # weighted negatives strictly below
-    wins = below[:, rank] + 0.5 * neg_per_rank[:, rank]
+    """Mann-Whitney AUC of ``score`` for every row of ``weights`` (ties count one half).
+
+    The images are sorted once by score; each resample's weighted positives and negatives are summed per
+    distinct score (``reduceat``), so the cost is (resamples x images), not (resamples x images x scores)."""
+    order = np.argsort(score, kind="stable")
+    starts = np.flatnonzero(np.r_[True, score[order][1:] != score[order][:-1]])  # where a distinct score starts
+    sorted_weights = weights[:, order]
+    negatives = sorted_weights * ~positive[order]
+    neg_per_score = np.add.reduceat(negatives, starts, axis=1)
+    pos_per_score = np.add.reduceat(sorted_weights - negatives, starts, axis=1)
+    below = np.cumsum(neg_per_score, axis=1) - neg_per_score  # weighted negatives strictly below
+    wins = (pos_per_score * (below + 0.5 * neg_per_score)).sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return (pos_w * wins).sum(axis=1) / (pos_w.sum(axis=1) * neg_w.sum(axis=1))
+        return wins / (pos_per_score.sum(axis=1) * neg_per_score.sum(axis=1))
 
 
 def weighted_metrics(weights: np.ndarray, y_true, y_prob, classes: Sequence[str]) -> dict[str, np.ndarray]:

@@ -112,16 +112,18 @@ def load_checkpoint(path: str | os.PathLike, *, model_name: str | None = None, c
     return checkpoint["state_dict"], metadata
 
 
-def load_model(path: str | os.PathLike, *, device: torch.device | str | None = None, **expect) -> nn.Module:
+def load_model(path: str | os.PathLike, *, device: torch.device | str | None = None, build_kwargs: dict | None = None,
+               **expect) -> nn.Module:
     """The model of a checkpoint (:func:`~bloodlib.models.registry.build_model`, then its weights), in eval mode.
 
-    ``expect`` (model_name, classes, image_size) refuses checkpoints made for something else. The metadata
+    ``expect`` (model_name, classes, image_size) refuses checkpoints made for something else; ``build_kwargs``
+    (dropout, drop-path) go to the builder: they change no weight, only how the network trains on. The metadata
     is kept on the model as ``model.checkpoint_metadata``.
     """
     state_dict, metadata = load_checkpoint(path, **expect)
     if "model" not in metadata or "classes" not in metadata:
         raise CheckpointError(f"{path} does not say which model and classes it holds")
-    model = build_model(metadata["model"], len(metadata["classes"]))
+    model = build_model(metadata["model"], len(metadata["classes"]), **(build_kwargs or {}))
     try:
         model.load_state_dict(state_dict)
     except RuntimeError as error:

@@ -72,11 +72,12 @@ class InitialWeights:
 
 
 def create_model(name: str, num_classes: int, pretrained: "str | os.PathLike | InitialWeights" = "scratch", *,
-                 image_size: int | tuple[int, int] | None = None) -> nn.Module:
+                 image_size: int | tuple[int, int] | None = None, **kwargs) -> nn.Module:
     """Build ``name`` with a ``num_classes`` head and the initial weights ``pretrained`` names (see the module).
 
     A checkpoint needs ``image_size`` (what the model will be trained at), so that one made at another size is
-    refused; a dataset name is refused with where its backbone is made.
+    refused; a dataset name is refused with where its backbone is made. ``kwargs`` (``drop_rate``,
+    ``drop_path_rate``) go to the model's builder, as timm's ``create_model`` passes them on.
     """
     weights = InitialWeights.parse(pretrained)
     spec = get_spec(name)
@@ -91,20 +92,20 @@ def create_model(name: str, num_classes: int, pretrained: "str | os.PathLike | I
         if image_size is None:
             raise ValueError(f"pretrained={str(weights.path)!r}: pass image_size (what {name!r} will be trained "
                              f"at), so that a checkpoint made at another size is refused")
-        model, record = _from_checkpoint(name, num_classes, weights.path, image_size)
+        model, record = _from_checkpoint(name, num_classes, weights.path, image_size, kwargs)
     elif weights.kind in ("imagenet", "auto"):
         # a failed attempt has already drawn one random initialisation: the fallback draws the same weights as
         # pretrained="scratch" at the same seed, so that a run does not depend on whether weights were tried
         rng = torch.random.get_rng_state()
         try:
-            model, record = _imagenet(name, spec, num_classes), {"kind": "imagenet"}
+            model, record = _imagenet(name, spec, num_classes, kwargs), {"kind": "imagenet"}
         except PretrainedUnavailableError as error:
             if weights.kind == "imagenet":
                 raise
             warnings.warn(f"{error}. Training {name!r} from scratch (random initialisation) instead.", stacklevel=2)
             torch.random.set_rng_state(rng)
     if model is None:
-        model = build_model(name, num_classes)
+        model = build_model(name, num_classes, **kwargs)
     model.initial_weights = record
     model.pretrained_source = describe_initial_weights(record)
     return model
@@ -118,13 +119,13 @@ def describe_initial_weights(record: dict) -> str:
 
 
 # ------------------------------------------------------------------------------------------- a checkpoint
-def _from_checkpoint(name: str, num_classes: int, path: Path, image_size: int | tuple[int, int]
-                     ) -> tuple[nn.Module, dict]:
+def _from_checkpoint(name: str, num_classes: int, path: Path, image_size: int | tuple[int, int],
+                     build_kwargs: dict) -> tuple[nn.Module, dict]:
     """The checkpoint's network with a new ``num_classes`` head, and the record of where it came from.
 
     Refused (:class:`~bloodlib.models.checkpoints.CheckpointError`, naming the file): a checkpoint of another
     model or image size, or one without weights (a finished run's ``last.pt``)."""
-    model = checkpoints.load_model(path, model_name=name, image_size=image_size)
+    model = checkpoints.load_model(path, model_name=name, image_size=image_size, build_kwargs=build_kwargs)
     metadata = model.checkpoint_metadata
     if not hasattr(model, "reset_classifier"):
         raise TypeError(f"{name!r} has no reset_classifier(num_classes): its head cannot be replaced")
@@ -188,19 +189,19 @@ def _local_caches_only():
         hf_constants.HF_HUB_OFFLINE, torch.hub.download_url_to_file = saved
 
 
-def _imagenet(name: str, spec: ModelSpec, num_classes: int) -> nn.Module:
+def _imagenet(name: str, spec: ModelSpec, num_classes: int, build_kwargs: dict) -> nn.Module:
     """Build with ImageNet weights from a local cache, else from the network if its host answers."""
     errors = []
     try:  # torch.hub announces on stderr a download it will not make: keep that quiet
         with _local_caches_only(), redirect_stderr(io.StringIO()):
-            return build_model(name, num_classes, imagenet=True)
+            return build_model(name, num_classes, imagenet=True, **build_kwargs)
     except Exception as error:  # whatever the library raises for "not cached"
         errors.append(f"not in the local cache ({type(error).__name__})")
     if not _host_answers(spec.weights_host):
         errors.append(f"{spec.weights_host} cannot be reached (offline?)")
     else:
         try:
-            return build_model(name, num_classes, imagenet=True)
+            return build_model(name, num_classes, imagenet=True, **build_kwargs)
         except Exception as error:  # any download or format failure: report it
             errors.append(f"download failed: {type(error).__name__}: {error}")
     raise PretrainedUnavailableError(f"ImageNet weights for {name!r} are unavailable: " + "; ".join(errors))

@@ -28,7 +28,7 @@ class ModelSpec:
     """One registry entry: how to build the network, what it needs, and what its training notebook says of it
     (``title``, ``description``, ``citation``: the only text that differs between notebooks 04-06, filled into
     ``notebooks/templates/training.py`` by :mod:`bloodlib.pipeline.notebooks`)."""
-    build: Callable[[int, bool], nn.Module]  # (num_classes, pretrained) -> model
+    build: Callable[..., nn.Module]  # (num_classes, pretrained, **regularisation) -> model
     min_size: int  # smallest input height/width the built model accepts
     weights_host: str  # where ImageNet weights are downloaded from (probed before trying)
     note: str = ""
@@ -39,11 +39,12 @@ class ModelSpec:
 
 # --------------------------------------------------------------------------------------------- builders
 
-def _timm_builder(arch: str) -> Callable[[int, bool], nn.Module]:
-    def build(num_classes: int, pretrained: bool) -> nn.Module:
+def _timm_builder(arch: str) -> Callable[..., nn.Module]:
+    def build(num_classes: int, pretrained: bool, **kwargs) -> nn.Module:
         import timm
 
-        model = timm.create_model(arch, pretrained=pretrained, num_classes=num_classes)
+        # drop_rate, drop_path_rate: timm's own arguments
+        model = timm.create_model(arch, pretrained=pretrained, num_classes=num_classes, **kwargs)
         cfg = getattr(model, "pretrained_cfg", {}) or {}
         model.normalization = {"mean": list(cfg.get("mean", IMAGENET_MEAN)), "std": list(cfg.get("std", IMAGENET_STD))}
         return model
@@ -87,10 +88,11 @@ class SmallInputAlexNet(nn.Module):
         self.classifier[-1] = nn.Linear(self.classifier[-1].in_features, num_classes)
 
 
-def _build_alexnet(num_classes: int, pretrained: bool) -> nn.Module:
+def _build_alexnet(num_classes: int, pretrained: bool, drop_rate: float = 0.5) -> nn.Module:
+    """AlexNet; ``drop_rate``: its two dropout layers' (torchvision's 0.5 by default). It has no stochastic depth."""
     from torchvision.models import AlexNet_Weights
 
-    model = SmallInputAlexNet(num_classes=1000 if pretrained else num_classes)
+    model = SmallInputAlexNet(num_classes=1000 if pretrained else num_classes, dropout=drop_rate)
     if pretrained:
         model.load_state_dict(AlexNet_Weights.IMAGENET1K_V1.get_state_dict(progress=True))
         model.reset_classifier(num_classes)
@@ -111,7 +113,6 @@ REGISTRY: dict[str, ModelSpec] = {
         _timm_builder("resnet50"), 16, _HF, title="ResNet-50", citation=_RESNET,
         description="A deeper residual network: 24 million parameters in four stages of bottleneck blocks "
                     "(1x1, 3x3 and 1x1 convolutions) with skip connections; here through `timm`."),
-    # from scratch it learns slowly at lr 1e-3: 4-fold macro-F1 0.44 -> 0.61 at 3e-3 (96 px, 30 epochs, BCCD crops)
     "efficientnet_b0": ModelSpec(
         _timm_builder("efficientnet_b0"), 16, _HF, title="EfficientNet-B0",
         description="A network scaled for accuracy per FLOP: 4 million parameters of mobile inverted "
@@ -150,13 +151,19 @@ def check_input_size(name: str, image_size: int | tuple[int, int]) -> None:
         raise ValueError(f"model {name!r} needs inputs of at least {spec.min_size} px, got {h}x{w}")
 
 
-def build_model(name: str, num_classes: int, imagenet: bool = False) -> nn.Module:
+def build_model(name: str, num_classes: int, imagenet: bool = False, **kwargs) -> nn.Module:
     """``name`` with a ``num_classes`` head: random weights, or ImageNet's (downloaded by the builder) when
-    ``imagenet``; ``model_name`` and ``min_size`` set."""
+    ``imagenet``; ``model_name`` and ``min_size`` set. ``kwargs``: the builder's regularisation (``drop_rate``,
+    ``drop_path_rate`` where the model has it), refused by name where it has not."""
     if num_classes < 2:
         raise ValueError(f"num_classes must be at least 2, got {num_classes}")
     spec = get_spec(name)
-    model = spec.build(num_classes, imagenet)
+    try:
+        model = spec.build(num_classes, imagenet, **kwargs)
+    except TypeError as error:
+        if not kwargs:
+            raise
+        raise ValueError(f"model {name!r} does not take {sorted(kwargs)}: {error}") from None
     model.model_name = name
     model.min_size = spec.min_size
     return model

@@ -24,8 +24,8 @@ AS_GIVEN = ("overrides",)  # record keys written as they are: a resume replays t
 
 def models_record(run_dir: Path) -> dict:
     """Per trained model: where its initial weights came from (``pretrained``: a few words;
-    ``initial_weights``: the record, e.g. the dataset and data checksum of a backbone), test size and training
-    time (metrics.json)."""
+    ``initial_weights``: the record, e.g. the dataset and data checksum of a backbone), the precision and device
+    it trained in, its recipe, test size and training time (metrics.json)."""
     models = {}
     # the training notebooks' models, then notebook 08's fine-tuned ones ("resnet18 (transfer)")
     for path in [*sorted((run_dir / "models").glob("*/metrics.json")),
@@ -38,7 +38,9 @@ def models_record(run_dir: Path) -> dict:
         name = metrics.get("model", path.parent.name)
         models[name if path.parent.parent.name == "models" else f"{name} ({path.parent.parent.name})"] = {
             "pretrained": meta.get("pretrained_source") or "unknown",
-            "initial_weights": (meta.get("extra") or {}).get("initial_weights"), "n_test": metrics.get("n_test"),
+            "initial_weights": (meta.get("extra") or {}).get("initial_weights"),
+            "precision": (meta.get("extra") or {}).get("precision"), "device": (meta.get("extra") or {}).get("device"),
+            "recipe": (meta.get("extra") or {}).get("train_config"), "n_test": metrics.get("n_test"),
             "train_seconds": meta.get("train_seconds"), "folder": path.parent.relative_to(run_dir).as_posix()}
     return models
 

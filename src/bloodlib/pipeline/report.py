@@ -61,6 +61,9 @@ def dataset_label(spec: str | None) -> str:
         return ("the PBC atlas of normal peripheral blood cells (Acevedo et al. 2020, Mendeley Data "
                 "doi:10.17632/snkd93bnjr.1: expert-labelled cells in 8 classes, <code>PBC_dataset_normal_DIB</code>), "
                 "with a held-out test split")
+    if spec == "deepapl":
+        return ("the normal white cells of DeepAPL (Sidhom et al. 2021, GitHub <code>sidhomj/DeepAPL</code>, "
+                "<code>Data/All</code>: CellaVision cells of 106 leukaemia patients in 5 classes), split by patient")
     kind, _, path = spec.partition(":")
     what = "the images listed in" if kind == "csv" else "the folder-per-class images in"
     return f"{what} <code>{html.escape(path or spec)}</code>"
@@ -239,6 +242,10 @@ def run_rows(record: dict) -> list[tuple[str, str]]:
             ("device", f"{esc(str(device.get('device')))}: {esc(str(device.get('name')))}"),
             ("weights", "; ".join(f"{esc(k)}: {esc(weights(v.get('initial_weights') or v.get('pretrained')))}"
                                   for k, v in (record.get("models") or {}).items()) or "no model trained"),
+            # precision is part of a recipe: bf16 and fp32 runs of one model do not give the same numbers
+            ("precision", "; ".join(f"{esc(k)}: {esc(str(v.get('precision') or 'not recorded'))}"
+                                    + (f" on {esc(str(v['device']))}" if v.get("device") else "")
+                                    for k, v in (record.get("models") or {}).items()) or "no model trained"),
             ("timings", esc(timings)),
             ("platform", f"Python {esc(str(versions.get('python')))} on {esc(str(record.get('platform')))}"),
             ("packages", ", ".join(f"{esc(k)} {esc(str(v))}" for k, v in versions.items() if k != "python" and v))]

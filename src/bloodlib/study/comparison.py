@@ -9,6 +9,7 @@ import pandas as pd
 
 from bloodlib import evaluation
 from bloodlib.evaluation.significance import format_p
+from bloodlib.study import recipes
 from bloodlib.utils import fileio
 
 ALPHA = 0.05
@@ -22,10 +23,15 @@ class Comparison:
     mcnemar: pd.DataFrame  # every pair on the same test images
     fold_tests: pd.DataFrame | None  # every pair over the same folds (cross-validation only)
     evaluations: dict[str, evaluation.Evaluation]
+    tuning: pd.DataFrame | None = None  # how each recipe was chosen (recipes.tuning_table), when asked
 
 
-def compare(models_dir: str | Path, *, n: int = 2000, seed: int = 0) -> Comparison:
-    """Load every saved evaluation under ``models_dir`` and compare them on the same test images."""
+def compare(models_dir: str | Path, *, n: int = 2000, seed: int = 0, trials: pd.DataFrame | None = None,
+            tuning: bool = False) -> Comparison:
+    """Load every saved evaluation under ``models_dir`` and compare them on the same test images; ranked by
+    fold-mean macro-F1 under cross-validation (the folds are the unit of the claim), else by macro-F1.
+    ``tuning``: also say how each recipe was chosen, from the search's ``trials`` table
+    (:func:`bloodlib.study.recipes.tuning_table`)."""
     evals = evaluation.load_all(models_dir)
     if not evals:
         raise FileNotFoundError(f"{models_dir}: no saved evaluation (metrics.json); run notebooks 04-06 first")
@@ -35,11 +41,11 @@ def compare(models_dir: str | Path, *, n: int = 2000, seed: int = 0) -> Comparis
     table["fold_macro_f1"] = [_fold_mean(ev) for ev in evals.values()]
     table["validation_accuracy"] = [(ev.extra.get("validation") or {}).get("accuracy", float("nan"))
                                     for ev in evals.values()]
-    table = table.sort_values("macro_f1", ascending=False)
-    folds = None
-    if all(ev.fold is not None for ev in evals.values()) and len(evals) > 1:
-        folds = evaluation.pairwise_fold_tests(evals)
-    return Comparison(table, evaluation.pairwise_mcnemar(evals), folds, evals)
+    cv = all(ev.fold is not None for ev in evals.values())
+    table = table.sort_values("fold_macro_f1" if cv else "macro_f1", ascending=False)
+    folds = evaluation.pairwise_fold_tests(evals) if cv and len(evals) > 1 else None
+    return Comparison(table, evaluation.pairwise_mcnemar(evals), folds, evals,
+                      recipes.tuning_table({m: evals[m] for m in table.index}, trials) if tuning else None)
 
 
 def further_test_sets(output_dir: str | Path, *, n: int = 2000, seed: int = 0) -> dict[str, Comparison]:
@@ -72,6 +78,13 @@ def display_table(comparison: Comparison) -> pd.DataFrame:
     shown["weights"] = [initial_weights(comparison.evaluations[model]) for model in table.index]
     shown["test images"] = table["n_test"]
     return shown
+
+
+def display_tuning(comparison: Comparison) -> pd.DataFrame:
+    """The tuning table (:func:`bloodlib.study.recipes.tuning_table`), scores to three decimals."""
+    if comparison.tuning is None:
+        raise ValueError("compare(..., tuning=True) makes the tuning table")
+    return comparison.tuning.round(3)
 
 
 def display_tests(tests: pd.DataFrame, *, p_columns=P_COLUMNS, decimals: int = 4) -> pd.DataFrame:
@@ -116,20 +129,35 @@ def _listed(names: list[str]) -> str:
 
 
 def conclusion(comparison: Comparison, alpha: float = ALPHA) -> str:
-    """A paragraph that states the ranking and says plainly which differences are significant."""
+    """Paragraphs that state the ranking and say plainly which differences are significant: over folds first (the
+    unit of the claim under cross-validation), then on the pooled predictions, then how the recipes were chosen."""
     table, pairs = comparison.table, comparison.mcnemar
     p = functools.partial(format_p, alpha=alpha)  # never rounded across alpha
+    lines = []
+    folds = comparison.fold_tests
+    if folds is not None and len(folds):
+        k = int(folds["folds"].iloc[0])
+        lines.append(f"Ranked by fold-mean macro-F1 over the {k} folds (each fold's model scored on cells it never "
+                     f"saw; the folds are the unit of the claim): "
+                     + ", ".join(f"**{m}** {v:.3f}" for m, v in table["fold_macro_f1"].items()) + ".")
+        significant = folds[folds["p_holm"] < alpha]
+        lines.append("The corrected resampled t-test over folds (Nadeau and Bengio; the folds share training "
+                     "images), Holm-adjusted: " + "; ".join(
+                         f"{r.model_a} vs {r.model_b} p = {p(r.p_value)} (Holm {p(r.p_holm)})" for r in folds.itertuples())
+                     + (f". **No pair differs significantly** at {alpha} over {k} folds." if significant.empty else
+                        ". Significant: " + ", ".join(f"{r.model_a} vs {r.model_b}" for r in significant.itertuples())
+                        + "."))
     best = table.index[0]
     row = table.loc[best]
-    lines = [f"**{best}** has the highest macro-F1 on the {int(row['n_test'])} test predictions: "
-             f"{row['macro_f1']:.3f} (95% CI {row['macro_f1_low']:.3f}–{row['macro_f1_high']:.3f}), balanced "
-             f"accuracy {row['balanced_accuracy']:.3f} ({row['balanced_accuracy_low']:.3f}–"
-             f"{row['balanced_accuracy_high']:.3f})."]
+    lines.append(f"On the {int(row['n_test'])} pooled test predictions **{best}** has macro-F1 {row['macro_f1']:.3f} "
+                 f"(95% CI {row['macro_f1_low']:.3f}–{row['macro_f1_high']:.3f}), balanced accuracy "
+                 f"{row['balanced_accuracy']:.3f} ({row['balanced_accuracy_low']:.3f}–"
+                 f"{row['balanced_accuracy_high']:.3f}).")
     for other in table.index[1:]:
         o = table.loc[other]
         overlap = o["macro_f1_high"] >= row["macro_f1_low"]
         lines.append(f"{other}: macro-F1 {o['macro_f1']:.3f} ({o['macro_f1_low']:.3f}–{o['macro_f1_high']:.3f})"
-                     + (", its interval overlapping the best one's." if overlap else ", its interval below the best one's."))
+                     + (f", its interval overlapping {best}'s." if overlap else f", its interval below {best}'s."))
     if len(pairs):
         grouped = pairs["method"].str.startswith("sign-flip").any()
         test = "a paired permutation test over source smears" if grouped else "McNemar's test"
@@ -143,20 +171,20 @@ def conclusion(comparison: Comparison, alpha: float = ALPHA) -> str:
             for r in significant.itertuples():
                 better = r.model_a if r.accuracy_a > r.accuracy_b else r.model_b
                 lines.append(f"{r.model_a} vs {r.model_b}: {short} p = {p(r.p_value)} (Holm {p(r.p_holm)}); "
-                             f"**{better}** is significantly more accurate.")
+                             f"**{better}** is significantly more accurate on the pooled predictions.")
             rest = pairs[pairs["p_holm"] >= alpha]
             for r in rest.itertuples():
                 lines.append(f"{r.model_a} vs {r.model_b}: not significant ({short} p = {p(r.p_value)}, "
                              f"Holm {p(r.p_holm)}).")
+        if folds is not None and len(folds):
+            lines.append("McNemar's test holds each trained model fixed and counts images: it says that these models "
+                         "differ on these cells, not that models trained again would; the test over folds speaks to "
+                         "that.")
         if grouped:
             lines.append("The test images are augmented copies of fewer source smears, so the paired test and the "
                          "intervals count smears, not copies.")
-    if comparison.fold_tests is not None and len(comparison.fold_tests):
-        significant = comparison.fold_tests[comparison.fold_tests["p_holm"] < alpha]
-        lines.append("Over folds (corrected resampled t-test of macro-F1, Nadeau-Bengio, Holm-adjusted): "
-                     + ("no pair differs significantly." if significant.empty else
-                        "; ".join(f"{r.model_a} vs {r.model_b} differ (p = {p(r.p_value)}, Holm {p(r.p_holm)})"
-                                  for r in significant.itertuples()) + "."))
+    if comparison.tuning is not None:
+        lines.append(recipes.tuning_sentence(comparison.tuning))
     lines.append(weights_sentence(comparison))
     return "\n\n".join(lines)
 

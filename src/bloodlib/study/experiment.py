@@ -67,7 +67,7 @@ def run_model(prepared: Prepared, model_name: str, *, pretrained: str | Path = "
     for i, split in enumerate(planned):
         config.seed_everything(settings.seed + i)  # the initial weights of each split, repeatable
         model = models.create_model(model_name, num_classes=len(data.classes), pretrained=initial,
-                                    image_size=data.image_size)
+                                    image_size=data.image_size, **cfg.model_kwargs())
         split_dir = out_dir / f"split-{i + 1:02d}"
         metadata = dict(mode=settings.mode, crop_margin=settings.crop_margin, dataset=settings.dataset,
                         split=split.name, fold=split.fold, repeat=split.repeat)
