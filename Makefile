@@ -34,7 +34,7 @@ $(VENV)/.test-installed: requirements-test.txt $(VENV)/.installed
 	$(PY) -m pip install --quiet -r requirements-test.txt
 	touch $@
 
-## make report [PROFILE=smoke] [ARGS="-p image_size 96 -p epochs 40"] [RESUME=1]: run notebooks 01-08 into
+## make report [PROFILE=smoke] [ARGS="-p image_size 96 -p epochs 40"] [RESUME=1]: run notebooks 01-09 into
 ## report/runs/<run-id>/; a complete run is promoted into report/ (index.html, pages/, results.md)
 report: venv
 	$(PY) -m bloodlib run $(PROFILE_ARGS) $(ARGS) $(RESUME_ARGS)
@@ -53,8 +53,11 @@ test: layers unit notebooks
 layers: test-venv
 	$(VENV)/bin/lint-imports
 
+# two workers of one thread each (pytest-xdist; a test file stays on one worker, so its module fixtures are made
+# once): the tests wait on kernels and subprocesses as much as they compute
+UNIT_WORKERS ?= 2
 unit: test-venv
-	$(PY) -m pytest tests
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n $(UNIT_WORKERS) --dist loadfile tests
 
 # the library's progress bars go to outputs/nbmake/progress.log, not into the executed notebooks
 notebooks: test-venv

@@ -1,9 +1,10 @@
-"""Batch augmentation: dtype and shape kept, repeatable, geometry and colour each within their ranges."""
+"""Batch augmentation: dtype and shape kept, repeatable, geometry, colour and stain each within their ranges."""
 from __future__ import annotations
 
+import pytest
 import torch
 
-from bloodlib.training.augment import augment_batch
+from bloodlib.training.augment import augment_batch, stain_jitter
 
 
 def test_augment_batch_keeps_dtype_and_shape_and_is_identity_when_disabled():
@@ -66,3 +67,56 @@ def test_zoom_and_shift_off_draw_nothing_extra():
     images = torch.randint(0, 256, (6, 3, 20, 28), dtype=torch.uint8)
     plain = augment_batch(images, torch.Generator().manual_seed(3))
     assert torch.equal(plain, augment_batch(images, torch.Generator().manual_seed(3), zoom=0.0, shift=0.0))
+
+
+# ------------------------------------------------------------------------------- stain (HED) jitter
+
+def _two_colour_cells(n: int = 8, side: int = 16) -> torch.Tensor:
+    """A purple disc on a pale pink background: a cell's two stains, and a shape to keep."""
+    yy, xx = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
+    disc = (yy - side / 2) ** 2 + (xx - side / 2) ** 2 < (side / 4) ** 2
+    image = torch.empty(3, side, side, dtype=torch.uint8)
+    for channel, (inside, outside) in enumerate(zip((110, 60, 160), (235, 215, 225))):
+        image[channel] = torch.where(disc, inside, outside)
+    return image.expand(n, -1, -1, -1).contiguous()
+
+
+def test_stain_jitter_off_draws_nothing_and_changes_nothing():
+    images = torch.randint(0, 256, (6, 3, 20, 28), dtype=torch.uint8)
+    assert torch.equal(augment_batch(images, torch.Generator().manual_seed(3)),
+                       augment_batch(images, torch.Generator().manual_seed(3), stain=0.0))
+    cells = _two_colour_cells()
+    n = len(cells)
+    unchanged = stain_jitter(cells.float() / 255, 0.2, scale=torch.ones(n, 3), shift=torch.zeros(n, 3))
+    assert (unchanged * 255 - cells.float()).abs().max() < 1e-3  # RGB -> HED -> RGB is the identity
+
+
+def test_stain_jitter_stays_in_range_is_repeatable_and_moves_colours_per_image():
+    images = torch.randint(0, 256, (16, 3, 12, 12), dtype=torch.uint8)
+    images[0] = 0  # black and white pixels: the logarithm's floor and zero density
+    images[1] = 255
+    out = augment_batch(images, torch.Generator().manual_seed(0), stain=0.9, **_no_colour())
+    assert out.dtype == torch.uint8 and out.shape == images.shape
+    assert torch.equal(out, augment_batch(images, torch.Generator().manual_seed(0), stain=0.9, **_no_colour()))
+    assert not torch.equal(out, augment_batch(images, torch.Generator().manual_seed(1), stain=0.9, **_no_colour()))
+    floats = stain_jitter(images.float() / 255, 0.9, torch.Generator().manual_seed(0))
+    assert torch.isfinite(floats).all() and floats.min() >= 0 and floats.max() <= 1
+    cells = _two_colour_cells()
+    jittered = augment_batch(cells, torch.Generator().manual_seed(0), stain=0.2, **_no_colour()).float()
+    mean_colours = jittered.mean((2, 3))
+    assert (mean_colours - cells.float().mean((2, 3))).abs().max() > 5  # the stain moved
+    assert torch.cdist(mean_colours, mean_colours).max() > 5  # and differently in each image
+    with pytest.raises(ValueError, match="stain jitter strength"):
+        stain_jitter(cells.float() / 255, 1.0)
+
+
+def test_stain_jitter_changes_colours_not_geometry():
+    """A colour map, pixel by pixel: pixels of one colour stay one colour, so the disc keeps its place and shape."""
+    cells = _two_colour_cells()
+    out = augment_batch(cells, torch.Generator().manual_seed(0), stain=0.2, **_no_colour())
+    disc = cells[:, 0] == 110
+    for image, inside in zip(out, disc):
+        colours = image.flatten(1).T  # pixels x 3
+        inside_colours, outside_colours = colours[inside.flatten()], colours[~inside.flatten()]
+        assert (inside_colours == inside_colours[0]).all() and (outside_colours == outside_colours[0]).all()
+        assert not torch.equal(inside_colours[0], outside_colours[0])

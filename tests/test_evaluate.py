@@ -161,6 +161,22 @@ def test_cluster_bootstrap_draws_whole_groups():
                                   E.resample_weights(y, n=50, seed=4))
 
 
+def test_groups_of_several_classes_are_drawn_without_strata():
+    """A patient's cells (several classes in one group) are drawn whole, from all patients: no class decides a
+    patient's stratum, and the interval says it is a plain bootstrap of the groups."""
+    y = np.array([0, 1, 0, 1, 1, 0, 0, 1])
+    patients = np.repeat(["p1", "p2", "p3", "p4"], 2)
+    assert E.mixed_groups(y, patients) and not E.mixed_groups(y, None)
+    weights = E.resample_weights(y, n=300, seed=0, groups=patients)
+    for p in ("p1", "p2", "p3", "p4"):
+        member = weights[:, patients == p]
+        assert (member == member[:, :1]).all()
+    assert (weights.sum(axis=1) == len(y)).all() and {0, 1, 2} <= set(np.unique(weights[:, 0])) <= {0, 1, 2, 3, 4}
+    prob = np.eye(2)[y] * 0.8 + 0.1
+    assert E.bootstrap_ci(y, prob, ["A", "B"], n=50, groups=patients).attrs["method"].startswith(
+        "plain bootstrap of the 4 source groups")
+
+
 def test_cluster_intervals_are_wider_when_copies_agree():
     """36 copies of each of 20 sources, right or wrong together: the image bootstrap pretends to 720
     independent images, the group bootstrap knows there are 20 (its interval is far wider)."""

@@ -24,7 +24,8 @@ def cells(notebook) -> list[tuple[str, str, tuple]]:
 
 def test_every_numbered_notebook_is_here():
     assert [p.stem for p in NOTEBOOKS] == ["01_acquisition", "02_cleaning", "03_exploration", "04_resnet",
-                                           "05_efficientnet", "06_alexnet", "07_comparison", "08_across_labs"]
+                                           "05_efficientnet", "06_alexnet", "07_comparison", "08_across_labs",
+                                           "09_any_lab"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

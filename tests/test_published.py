@@ -163,3 +163,19 @@ def test_portable_text_rewrites_the_paths_in_a_text_and_nothing_else():
     assert paths.absolute_paths(paths.portable_text(text, root)) == []
     assert paths.absolute_paths("C:\\Users\\me\\bccd") == ["C:\\Users\\me\\bccd"]
     assert paths.mentions("run -> /srv/me/checkout/report", root) and not paths.mentions("/srv/me/checkout2", root)
+
+
+def test_the_committed_report_shows_the_seed_spread_and_the_tuning_when_they_exist():
+    """Once the seed-spread table is committed, the reference report made after it shows it in notebook 07, and
+    that page says how each model was tuned (a report made before notebook 07 had these sections is older than
+    the table and skips)."""
+    spread = REPO / "benchmarks" / "results" / "seed_spread.csv"
+    record = committed_record()
+    if not spread.is_file():
+        pytest.skip(f"{spread}: no seed-spread table yet (benchmarks/spread.py --table ...)")
+    added = git("log", "--diff-filter=A", "--format=%H", "--", str(spread.relative_to(REPO))).stdout.split()
+    if added and git("merge-base", "--is-ancestor", added[-1], record["git"]["commit"]).returncode != 0:
+        pytest.skip("the committed report was made before the seed-spread table was committed")
+    page = (REPO / "report" / "pages" / "07_comparison.html").read_text()
+    assert "How much a rerun moves the answer" in page and "fold-mean macro-F1 per seed" in page
+    assert "How each model was tuned" in page and "recipe chosen on validation" in page

@@ -107,6 +107,7 @@ class TrainConfig:
     drop_path_rate: float | None = None  # stochastic depth (timm models that have it); None: the model's default
     augment: bool = True  # random flips, rotations, colour jitter (training batches only)
     colour_jitter: float = 1.0  # scales the colour jitter of augment_batch (0: geometry only)
+    stain_jitter: float = 0.0  # > 0: random stain (HED) jitter of that strength (augment_batch): other labs' stains
     zoom: float = 0.0  # > 0: random zoom by a factor in [1 / (1 + zoom), 1 + zoom] (augment_batch)
     shift: float = 0.0  # > 0: random shift by up to this fraction of the side, on each axis (augment_batch)
     ema_decay: float = 0.0  # > 0: validate, select and keep an exponential moving average of the weights

@@ -9,7 +9,7 @@ back (:mod:`.results`), then set side by side (:mod:`.comparisons`). :mod:`.expl
 
 The names below are this package's interface: ``from bloodlib import evaluation; evaluation.bootstrap_ci(...)``.
 """
-from bloodlib.evaluation.bootstrap import bootstrap_ci, resample_weights, shares_groups, weighted_metrics
+from bloodlib.evaluation.bootstrap import bootstrap_ci, mixed_groups, resample_weights, shares_groups, weighted_metrics
 from bloodlib.evaluation.comparisons import comparison_table, pairwise_fold_tests, pairwise_mcnemar
 from bloodlib.evaluation.point import (HEADLINE, METRIC_LABELS, auc_note, checked_inputs, confusion_tables,
                                        errors_by_group, label_indices, metrics, most_confident_mistakes,
@@ -18,7 +18,7 @@ from bloodlib.evaluation.results import (METRICS, PREDICTIONS, Evaluation, evalu
                                          load_all, load_evaluation, save_evaluation, summarize, test_train_ratio)
 from bloodlib.evaluation.significance import EXACT_BELOW, fold_summary, grouped_paired_test, holm, mcnemar, paired_fold_test
 
-__all__ = ["bootstrap_ci", "resample_weights", "shares_groups", "weighted_metrics", "comparison_table",
+__all__ = ["bootstrap_ci", "mixed_groups", "resample_weights", "shares_groups", "weighted_metrics", "comparison_table",
            "pairwise_fold_tests", "pairwise_mcnemar", "HEADLINE", "METRIC_LABELS", "auc_note", "checked_inputs",
            "confusion_tables", "errors_by_group", "label_indices", "metrics", "most_confident_mistakes",
            "per_class_table", "roc_auc_per_class", "METRICS", "PREDICTIONS", "Evaluation", "evaluation_ci",

@@ -20,6 +20,13 @@ def shares_groups(groups) -> bool:
     return groups is not None and len(pd.unique(np.asarray(groups).astype(str))) < len(groups)
 
 
+def mixed_groups(y_true, groups) -> bool:
+    """Whether some group holds images of more than one class (a patient's cells, unlike a smear's copies)."""
+    if groups is None:
+        return False
+    return bool((pd.DataFrame({"g": np.asarray(groups), "y": np.asarray(y_true)}).groupby("g")["y"].nunique() > 1).any())
+
+
 def resample_weights(y_true, *, n: int = 2000, seed: int = 0, stratified: bool = True,
                      groups=None) -> np.ndarray:
     """(n, n_samples) counts: how often each test image is drawn in each bootstrap resample.
@@ -27,15 +34,17 @@ def resample_weights(y_true, *, n: int = 2000, seed: int = 0, stratified: bool =
     Stratified: each true class is resampled within itself, keeping its size. Plain: all images together.
     ``groups`` (one id per image, e.g. the source smear of augmented copies): whole groups are drawn (a
     cluster bootstrap, stratified by each group's class), because copies of one smear are not independent
-    evidence; without groups every image is its own group.
+    evidence; without groups every image is its own group. Groups that hold several classes (a patient's cells)
+    are drawn without strata: a plain cluster bootstrap.
     """
     y = np.asarray(y_true)
     # groups numbered in order of appearance: one group per image draws exactly what no groups draws
     unit = np.arange(len(y)) if groups is None else pd.factorize(np.asarray(groups).astype(str))[0]
     n_units = int(unit.max()) + 1 if len(unit) else 0
     unit_class = np.zeros(n_units, dtype=y.dtype)
-    unit_class[unit] = y  # a group's class: its images' (the last one's, were they to differ)
+    unit_class[unit] = y  # a group's class: its images' (checked below that they agree)
     rng = np.random.default_rng(seed)
+    stratified = stratified and not mixed_groups(y, unit)  # a patient with cells of several classes has no one class
     strata = [np.flatnonzero(unit_class == c) for c in np.unique(unit_class)] if stratified else [np.arange(n_units)]
     offsets = np.arange(n)[:, None] * n_units  # row r of the result is the slice [r*U, (r+1)*U) of the bincount
     counts = np.zeros(n * n_units)
@@ -105,6 +114,7 @@ def bootstrap_ci(y_true, y_prob, classes: Sequence[str], *, n: int = 2000, seed:
     table = pd.DataFrame.from_dict(rows, orient="index", columns=["value", "low", "high"])
     table.index.name = "metric"
     unit = "test images" if groups is None else f"the {len(pd.unique(groups))} source groups of the test images"
+    stratified = stratified and not mixed_groups(y, groups)
     table.attrs["method"] = (f"{'stratified' if stratified else 'plain'} bootstrap of {unit}, n={n}, "
                              f"seed={seed}, {100 * (1 - alpha):g}% percentile interval")
     return table

@@ -99,7 +99,7 @@ def evaluate_checkpoint(checkpoint: str | Path, settings: config.Settings, *, ad
     ``details.before``. ``reference``: the source images a stain normaliser is fitted to, as the Settings of a
     dataset or uint8 images (default: the dataset the checkpoint's metadata names, found as ``resolve`` finds it).
     """
-    steps = _adaptations(adapt)
+    steps = adaptation_steps(adapt)
     device = config.select_device(str(device) if device else None)
     model = load_model(checkpoint, device=device)
     metadata = model.checkpoint_metadata
@@ -141,19 +141,39 @@ def evaluate_checkpoint(checkpoint: str | Path, settings: config.Settings, *, ad
     shown = data.images[torch.as_tensor(selected)]  # everything adaptation may look at: no labels used
     kept = torch.as_tensor(np.flatnonzero(mask.to_numpy()))
     details.before = score(model, shown[kept], [])
+    source = None
+    if any(s in STAIN_METHODS for s in steps):
+        source, details.reference = _reference_images(reference, target, metadata, progress)
+    model, shown, details.notes = apply_adaptations(model, shown, steps, reference=source, batch_size=batch_size,
+                                                    device=device, progress=progress)
+    return score(model, shown[kept], steps), details
+
+
+def apply_adaptations(model: nn.Module, images: torch.Tensor, steps: Sequence[str], *,
+                      reference: torch.Tensor | None = None, batch_size: int = 128,
+                      device: torch.device | str | None = None, progress: bool = False
+                      ) -> tuple[nn.Module, torch.Tensor, list[str]]:
+    """The adaptations ``steps`` (:func:`adaptation_steps`) applied to ``model`` and the target ``images`` (uint8,
+    every image the adaptation may look at, labels never used): the images stain-normalised towards
+    ``reference`` (uint8 source images, needed by a stain method), then the model's BatchNorm statistics
+    re-estimated on them (a copy; ``model`` is not touched). Returns the model, the images and notes on what an
+    adaptation could not do."""
+    notes = []
     method = next((s for s in steps if s in STAIN_METHODS), None)
     if method is not None:
-        source, details.reference = _reference_images(reference, target, metadata, progress)
-        fitted = stain_normalizer(method, source)
-        shown, unchanged = stain_normalize(shown, fitted, method, progress=progress)
+        if reference is None:
+            raise ValueError(f"{method} needs reference images of the source to normalise towards")
+        fitted = stain_normalizer(method, reference)
+        images, unchanged = stain_normalize(images, fitted, method, progress=progress)
         if unchanged:
-            details.notes.append(f"{method}: {unchanged} of {len(shown)} images have no colour spread to "
-                                 f"normalise (flat or grey) and were left as they are")
+            notes.append(f"{method}: {unchanged} of {len(images)} images have no colour spread to "
+                         f"normalise (flat or grey) and were left as they are")
     if "adabn" in steps:
-        model, layers = adabn(model, shown, batch_size=batch_size, device=device)
+        model, layers = adabn(model, images, batch_size=batch_size, device=device)
         if layers == 0:
-            details.notes.append(f"adabn: {metadata['model']} has no BatchNorm layer; the model is left as it is")
-    return score(model, shown[kept], steps), details
+            name = getattr(model, "model_name", type(model).__name__)
+            notes.append(f"adabn: {name} has no BatchNorm layer; the model is left as it is")
+    return model, images, notes
 
 
 def target_settings(metadata: dict, settings: config.Settings) -> config.Settings:
@@ -174,7 +194,9 @@ def target_settings(metadata: dict, settings: config.Settings) -> config.Setting
                           **{**settings.requested, "mode": mode, "image_size": height, "crop_margin": margin})
 
 
-def _adaptations(adapt: str | Sequence[str] | None) -> list[str]:
+def adaptation_steps(adapt: str | Sequence[str] | None) -> list[str]:
+    """``adapt`` (a name of :data:`ADAPTATIONS`, several, or None) as the list :func:`apply_adaptations` applies,
+    in its order; unknown names and two stain normalisations at once are refused."""
     asked = [adapt] if isinstance(adapt, str) else list(adapt or [])
     unknown = sorted(set(asked) - set(ADAPTATIONS))
     if unknown:

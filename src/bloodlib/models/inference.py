@@ -9,6 +9,10 @@ RGB (grayscale, palette and transparent images too; transparency over white), th
   box, so the cell is found by its stain (:func:`bloodlib.data.images.stain_box`, the rule crop mode uses on
   datasets without boxes) and the square around it, grown by the checkpoint's margin, is resized to
   (H, W). An image without a purple blob large enough (not a stained smear) falls back to its centred square.
+
+A checkpoint that holds a familiarity reference (written by training since it was added) also says, per image,
+whether the image looks unlike the model's training images or leaves the model unsure
+(:mod:`bloodlib.models.familiarity`).
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from bloodlib.data import images
+from bloodlib.models import familiarity
 from bloodlib.models.precision import Precision, autocast_for
 
 CHUNK = 64  # images decoded and classified at a time
@@ -84,11 +89,12 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 
 def predict_files(paths: list[str | os.PathLike], model: torch.nn.Module, *, mode: str | None = None,
                   device: torch.device | str | None = None) -> list[dict]:
-    """One result per path, in order: ``{"file", "class", "probabilities"}`` or ``{"file", "error"}``."""
+    """One result per path, in order: ``{"file", "class", "probabilities"}`` or ``{"file", "error"}``; with the
+    familiarity columns (:data:`familiarity.COLUMNS`) too when the checkpoint holds a reference."""
     metadata = model.checkpoint_metadata
     image_size, mode = tuple(metadata["image_size"]), mode or metadata.get("mode", "full")
     margin = metadata.get("crop_margin", images.CROP_MARGIN)
-    classes = metadata["classes"]
+    classes, reference = metadata["classes"], metadata.get("familiarity")
     results = []
     for start in range(0, len(paths), CHUNK):
         pixels, done = [], []
@@ -101,10 +107,15 @@ def predict_files(paths: list[str | os.PathLike], model: torch.nn.Module, *, mod
             except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as error:
                 result["error"] = _describe(path, error)
         if pixels:
-            probabilities = predict_proba(model, torch.stack(pixels), device=device)
+            pixels = torch.stack(pixels)
+            probabilities = predict_proba(model, pixels, device=device)
             for result, p in zip(done, probabilities):
                 result["class"] = classes[int(p.argmax())]
                 result["probabilities"] = {c: round(float(v), 4) for c, v in zip(classes, p)}
+            if reference is not None:
+                assessed = familiarity.assess(reference, pixels, probabilities).round(4)
+                for result, row in zip(done, assessed.to_dict("records")):  # plain Python values
+                    result.update(row)
     return results
 
 

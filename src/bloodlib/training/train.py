@@ -30,9 +30,9 @@ from bloodlib.training.augment import COLOUR_JITTER, augment_batch
 from bloodlib.models.checkpoints import (BEST, LAST, CheckpointError, check_metadata, load_checkpoint, plain_values, read_checkpoint,
                           save_checkpoint)
 from bloodlib.data.datasets import ImageSet
-from bloodlib.models import check_input_size
+from bloodlib.models import check_input_size, familiarity
 from bloodlib.models.precision import Precision, autocast_for, choose_precision, deterministic
-from bloodlib.models.inference import normalize, predict_logits
+from bloodlib.models.inference import normalize, predict_logits, predict_proba
 from bloodlib.utils.progress import progress_bar
 
 
@@ -131,7 +131,8 @@ def train_one_epoch(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
     start = time.perf_counter()
     for batch in progress_bar(batches, desc=f"epoch {epoch}", leave=False, disable=not progress):
         x = images[batch.to(images.device)].to(device, non_blocking=True)
-        x = augment_batch(x, generator, enabled=cfg.augment, zoom=cfg.zoom, shift=cfg.shift, **jitter)
+        x = augment_batch(x, generator, enabled=cfg.augment, zoom=cfg.zoom, shift=cfg.shift, stain=cfg.stain_jitter,
+                          **jitter)
         x, y = normalize(x, model.normalization, precision.channels_last), labels[batch.to(device)]
         x, target = mixer(x, y) if mixer is not None else (x, y)
         with autocast_for(device, precision):
@@ -284,6 +285,11 @@ def fit(model: nn.Module, data: ImageSet, train_idx, val_idx, cfg: TrainConfig, 
     images, labels = _placed(data.images, device), data.labels.to(device)
     train_positions = torch.as_tensor(data.training_indices(np.asarray(train_idx), cfg.oversample))
     val_images, val_labels = images[torch.as_tensor(val_idx)], labels[torch.as_tensor(val_idx)]
+    # best.pt's familiarity reference (models/familiarity.py): the stain of a sample of the training images, now;
+    # the kept model's confidence on a sample of the validation images, whenever an epoch is kept
+    familiar = None if out_dir is None else (
+        familiarity.stain_reference(data.images[torch.as_tensor(familiarity.subsample(train_idx, cfg.seed))]),
+        val_images[torch.as_tensor(familiarity.subsample(len(val_idx), cfg.seed))])
     steps_per_epoch = max(1, len(train_positions) // cfg.batch_size)
     optimizer, scheduler = make_optimizer(model, cfg, steps_per_epoch)
     scaler = torch.amp.GradScaler(device.type, enabled=precision.autocast == torch.float16)
@@ -315,7 +321,7 @@ def fit(model: nn.Module, data: ImageSet, train_idx, val_idx, cfg: TrainConfig, 
             state["history"].append(row)
             train_images += train["images_per_second"] * train["seconds"]
             train_time += train["seconds"]
-            best_weights = _update_kept(state, row, judged, metadata, out_dir, cfg) or best_weights
+            best_weights = _update_kept(state, row, judged, metadata, out_dir, cfg, familiar) or best_weights
             state["epoch"] = epoch
             state["stopped"] = cfg.keep_epoch == "best" and state["bad_epochs"] >= cfg.patience
             if out_dir is not None and time.perf_counter() - last_saved >= save_every:
@@ -370,7 +376,7 @@ def _mark_kept(state: dict, row: dict) -> None:
 
 
 def _update_kept(state: dict, row: dict, model: nn.Module, metadata: dict, out_dir: Path | None,
-                 cfg: TrainConfig) -> dict | None:
+                 cfg: TrainConfig, familiar: tuple | None = None) -> dict | None:
     """The epoch to keep (:func:`track_best`, or the schedule's last) saves best.pt and returns the weights."""
     if cfg.keep_epoch == "best":
         keep = track_best(state, row)
@@ -383,7 +389,11 @@ def _update_kept(state: dict, row: dict, model: nn.Module, metadata: dict, out_d
     weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     if out_dir is not None:
         metrics = {k[4:]: row[k] for k in ("val_loss", "val_accuracy", "val_macro_f1")}
-        save_checkpoint(out_dir / BEST, model, {**metadata, "epoch": row["epoch"], "metrics": metrics}, kind="best")
+        kept = {**metadata, "epoch": row["epoch"], "metrics": metrics}
+        if familiar is not None:  # (stain reference, validation sample)
+            kept["familiarity"] = familiarity.reference(
+                familiar[0], predict_proba(model, familiar[1], batch_size=cfg.eval_batch_size))
+        save_checkpoint(out_dir / BEST, model, kept, kind="best")
     return weights
 
 
