@@ -199,3 +199,17 @@ def test_the_spread_table_says_whether_the_ranking_holds_for_every_seed():
     assert reruns.ranking_holds(spread, ["a", "b", "c"]) == {"a > b": False, "b > c": True}
     assert reruns.ranking_sentence(spread, ["a", "b", "c"]) == (
         "Over 3 seeds: a > b **not** under every seed; b > c under every seed.")
+
+
+def test_the_committed_search_resumes_under_the_same_names():
+    """A field added to TrainConfig, or a changed default, renames the studies and a resumed search would start
+    again from nothing: the full profile's protocol must still name the studies of the committed trials table (or
+    the change must be listed in search.ADDED_LATER with its neutral value, or the search deliberately restarted)."""
+    path = REPO / search.RESULTS / "trials.csv"
+    if not path.is_file():
+        pytest.skip(f"{path}: no search run yet")
+    table = pd.read_csv(path)
+    settings = config.resolve("full", output_dir=REPO / "outputs", dataset="bccd")
+    for model, names in table.groupby("model")["study"]:
+        expected = search.study_name(search.search_settings(settings.for_model(model)), model)
+        assert set(names) == {expected}, (model, set(names), expected)

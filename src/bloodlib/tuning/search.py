@@ -39,6 +39,9 @@ HEARTBEAT_SECONDS = 60
 GRACE_SECONDS = 300
 RESULTS = Path("benchmarks") / "results" / "tuning"  # relative to the checkout
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+# TrainConfig fields added after the first search began, with the value that trains exactly as before they existed:
+# at that value they stay out of the protocol (and the study's name), so that a search resumes across the change
+ADDED_LATER = {"stain_jitter": 0.0}
 
 
 def default_storage(root: Path | None = None) -> str:
@@ -56,7 +59,7 @@ def search_settings(settings: config.Settings, *, cpu_bf16: bool = False) -> con
 def protocol(settings: config.Settings, model: str) -> dict:
     """What a trial's score depends on besides the searched knobs: trials of another protocol never mix."""
     fixed = {k: v for k, v in dataclasses.asdict(settings.train).items()
-             if k not in {knob.name for knob in space.search_space(model)}}
+             if k not in {knob.name for knob in space.search_space(model)} and ADDED_LATER.get(k, ...) != v}
     return dict(dataset=settings.dataset, mode=settings.mode, image_size=settings.image_size, folds=settings.folds,
                 repeats=settings.repeats, seed=settings.seed, model=model, fixed_recipe=fixed,
                 space=[dataclasses.asdict(knob) for knob in space.search_space(model)])
