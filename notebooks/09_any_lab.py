@@ -41,10 +41,11 @@
 profile = None      # "smoke" (seconds, for CI) or "full" (the study); None: $BLOODLIB_PROFILE, else "full"
 output_dir = None   # where results go; None: $BLOODLIB_OUTPUT, else <repo>/outputs
 labs = ["bccd", "pbc", "deepapl"]  # datasets, each found by its own rules (docs/datasets.md)
-model = "resnet18"  # the architecture trained in every round, from scratch
+dataset = "labs"    # several labs at once: its recipe is config.DATASET_DEFAULTS[(profile, "labs")]
+model_name = "resnet18"  # the architecture trained in every round, from scratch
 methods = ["none", "reinhard", "adabn"]  # at test time on a lab not trained on ("reinhard+adabn": both)
 single_lab = True   # also train on each lab alone (the lab x lab matrix): one model per lab more
-image_size = None   # pixels; None: the page's recipe for the profile (bloodlib.study.lolo.RECIPES)
+image_size = None   # pixels; None: the page's recipe for the profile (config.DATASET_DEFAULTS, "labs")
 seed = 42
 epochs = None       # the recipe (None: the profile's, then the page's, as notebooks 04-06 layer theirs)
 lr = None
@@ -58,7 +59,7 @@ from bloodlib import config, plots
 from bloodlib.study import labs as labsets
 from bloodlib.study import lolo
 
-settings = lolo.resolve_settings(model, **config.notebook_parameters(globals()))
+settings = config.resolve(**config.notebook_parameters(globals()))
 plots.set_style()
 pd.set_option("display.width", 120)
 settings
@@ -89,7 +90,7 @@ labsets.side_by_side(data, per_class=3, seed=settings.seed)
 # holds (equal for every training lab), the kept epoch and its validation macro-F1.
 
 # %%
-result = lolo.leave_one_lab_out(data, model, settings, methods=methods, single_lab=single_lab)
+result = lolo.leave_one_lab_out(data, model_name, settings, methods=methods, single_lab=single_lab)
 lolo.training_table(result)
 
 # %% [markdown]

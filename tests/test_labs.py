@@ -157,11 +157,11 @@ def test_methods_are_checked_before_any_training():
 
 
 def test_the_page_recipe_sits_below_what_the_caller_sets(tmp_path):
-    smoke = lolo.resolve_settings("resnet18", "smoke", tmp_path)
-    recipe = lolo.RECIPES["smoke"]
-    assert (smoke.image_size, smoke.train.epochs) == (recipe["image_size"], recipe["epochs"])
-    mine = lolo.resolve_settings("resnet18", "smoke", tmp_path, image_size=48, epochs=None)
-    assert mine.image_size == 48 and mine.train.epochs == lolo.RECIPES["smoke"]["epochs"]
+    smoke = config.resolve("smoke", None, tmp_path, dataset="labs", model="resnet18")
+    recipe = config.DATASET_DEFAULTS[("smoke", "labs")]
+    assert (smoke.image_size, smoke.train.epochs, smoke.mode) == (recipe["image_size"], recipe["epochs"], "crop")
+    mine = config.resolve("smoke", None, tmp_path, dataset="labs", model="resnet18", image_size=48, epochs=None)
+    assert mine.image_size == 48 and mine.train.epochs == recipe["epochs"]
 
 
 def test_a_tiny_lolo_run_scores_every_lab_and_its_saved_predictions_recompute_every_number(

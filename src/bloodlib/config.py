@@ -64,6 +64,12 @@ DATASET_DEFAULTS: dict[tuple[str, str], dict] = {
     # a 400-file subset of whole patients (datasets.SMOKE_SUBSETS); 2 folds grouped by patient: on 7-8 patients a
     # held-out split can leave a class out of its one test patient
     ("smoke", "deepapl"): dict(mode="crop"),
+    # "labs": notebook 09's several labs at once (bloodlib.study.labs; each lab is still prepared as its own dataset).
+    # Full: as PBC's and DeepAPL's recipes, 64 px and 4 epochs with the best validation epoch kept, since a
+    # lab-balanced epoch holds every training lab at the largest one's size (~10k cells each for PBC and DeepAPL).
+    # Smoke: 32 px and one epoch, so that the page's six models train in about a minute on two CPU cores.
+    ("full", "labs"): dict(mode="crop", image_size=64, epochs=4, keep_epoch="best", patience=4, batch_size=64),
+    ("smoke", "labs"): dict(mode="crop", image_size=32, epochs=1),
 }
 
 # A model's own recipe (TrainConfig fields only), like timm's pretrained_cfg. A model's finished tuning search

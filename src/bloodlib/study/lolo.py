@@ -42,25 +42,6 @@ HELD_OUT = "every image (lab held out)"  # a LOLO round's cell
 ELSEWHERE = "every image"  # a single-lab model on another lab
 AT_HOME = "held-out test part"  # a single-lab model on its own lab's test part
 
-# Notebook 09's recipe within a profile, layered below what the caller sets (config.DATASET_DEFAULTS holds one
-# dataset's, not a set of labs'). Full: as PBC's and DeepAPL's full recipes, 64 px and 4 epochs with the best
-# validation epoch kept, since a lab-balanced epoch holds every training lab at the largest one's size (~10k cells
-# each for PBC and DeepAPL). Smoke: the smoke profile at 32 px and one epoch, so that the six models of the page
-# train in about a minute on two CPU cores.
-RECIPES: dict[str, dict] = {
-    "full": dict(image_size=64, epochs=4, keep_epoch="best", patience=4, batch_size=64),
-    "smoke": dict(image_size=32, epochs=1),
-}
-
-
-def resolve_settings(model: str, profile: str | None = None, output_dir=None, **requested) -> config.Settings:
-    """The run's settings for ``model``: :func:`bloodlib.config.resolve` with :data:`RECIPES` of the profile below
-    what the caller set (``requested``: any Settings or TrainConfig field; None means the default)."""
-    base = config.resolve(profile, None, output_dir, model=model, **requested)
-    return config.resolve(base.profile, None, base.output_dir, model=model,
-                          **{**RECIPES.get(base.profile, {}), **base.requested})
-
-
 def checked_methods(methods: Sequence[str]) -> list[str]:
     """``"none"`` first, then each method once: a name of :data:`bloodlib.evaluation.crossdataset.ADAPTATIONS`, or
     several joined by ``+`` (``"reinhard+adabn"``); anything else is refused before any training."""
