@@ -102,6 +102,26 @@ def test_every_model_gets_the_same_trials_and_a_search_resumes(tmp_path):
     assert len(json.loads(row["per_split"])) == 2 and row["image_epochs"] > 0 and row["precision"] == "fp32"
 
 
+def test_two_processes_on_one_storage_draw_different_recipes(tmp_path):
+    """Each trial's sampler is seeded from the study's history: a second worker asking while the first trial is
+    still running draws another recipe, and a trial under way counts as taken when the next model is chosen."""
+    prepared = prepared_toy(tmp_path, folds=2)
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = search.open_study(search.search_settings(prepared.settings.for_model("resnet18")), "resnet18", storage)
+    study.sampler = search.sampler(prepared.settings.seed, 0)
+    running = study.ask()  # another worker's trial, under way
+    space.suggest(running, "resnet18")
+    order = []
+    studies = search.tune(prepared, ["resnet18", "alexnet"], trials=1, storage=storage,
+                          after_trial=lambda studies: order.append(
+                              [m for m, s in studies.items() if search.finished_trials(s)]))
+    assert order == [["alexnet"], ["resnet18", "alexnet"]]  # resnet18's running trial counted as taken: alexnet first
+    rows = search.trials_table(studies)
+    rows = rows[rows["model"] == "resnet18"].sort_values("trial")
+    assert rows["state"].tolist() == ["RUNNING", "COMPLETE"]
+    assert rows["param_lr"].iloc[0] != rows["param_lr"].iloc[1]
+
+
 def test_a_changed_protocol_starts_a_new_study(tmp_path):
     prepared = prepared_toy(tmp_path, folds=2)
     settings = prepared.settings.for_model("resnet18")

@@ -1,6 +1,7 @@
 """One tuning protocol for every architecture: an Optuna study per model, the same trials and budget for each.
 
-- **Sampler**: TPE (seeded; its first :data:`STARTUP_TRIALS` trials draw at random).
+- **Sampler**: TPE (seeded per trial from the study's seed and history, :func:`sampler`; its first
+  :data:`STARTUP_TRIALS` trials draw at random).
 - **Pruner**: the median rule on the running fold-mean validation macro-F1, judged at the end of each split only
   (a one-cycle schedule scores low half-way through; comparing split ends compares like with like).
 - **Storage**: an SQLite file by default (committed under ``benchmarks/results/tuning/``), or any SQLAlchemy URL
@@ -81,17 +82,22 @@ def open_study(settings: config.Settings, model: str, storage: str) -> optuna.St
             storage, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
             heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3))
     name = study_name(settings, model)
-    existing = optuna.load_study(study_name=name, storage=rdb) if name in optuna.get_all_study_names(rdb) else None
-    # a resumed search draws on from its history, not from the start again
-    seed = settings.seed + (len(existing.trials) if existing else 0)
+    new = name not in optuna.get_all_study_names(rdb)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=PRUNER_STARTUP_TRIALS,
                                          n_warmup_steps=settings.train.epochs, interval_steps=settings.train.epochs)
     study = optuna.create_study(study_name=name, storage=rdb, direction="maximize", load_if_exists=True,
-                                sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=STARTUP_TRIALS),
-                                pruner=pruner)
-    if existing is None:
+                                sampler=sampler(settings.seed, 0), pruner=pruner)
+    if new:
         study.set_user_attr("protocol", json.loads(json.dumps(protocol(settings, model), default=str)))
+    study.set_user_attr("seed", settings.seed)
     return study
+
+
+def sampler(seed: int, trials_so_far: int) -> optuna.samplers.TPESampler:
+    """TPE seeded by the study's seed and the number of trials it holds: the next trial's draw is repeatable from
+    the history, a resumed search draws on instead of from the start, and processes sharing one storage (each
+    asking when the study holds another number of trials) draw different recipes."""
+    return optuna.samplers.TPESampler(seed=seed * 100_003 + trials_so_far, n_startup_trials=STARTUP_TRIALS)
 
 
 def objective(prepared: Prepared, model: str, *, cpu_bf16: bool = False,
@@ -127,6 +133,12 @@ def finished_trials(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
 
+def claimed_trials(study: optuna.Study) -> int:
+    """Finished trials and those under way or queued."""
+    return len(study.get_trials(deepcopy=False, states=(*FINISHED, optuna.trial.TrialState.RUNNING,
+                                                         optuna.trial.TrialState.WAITING)))
+
+
 def tune(prepared: Prepared, models: list[str], *, trials: int, storage: str, timeout: float | None = None,
          cpu_bf16: bool = False, progress: bool = False,
          after_trial: Callable[[dict], None] | None = None) -> dict[str, optuna.Study]:
@@ -142,8 +154,11 @@ def tune(prepared: Prepared, models: list[str], *, trials: int, storage: str, ti
         pending = [m for m in models if finished_trials(studies[m]) < trials]
         if not pending:
             break
-        model = min(pending, key=lambda m: (finished_trials(studies[m]), models.index(m)))
-        studies[model].optimize(objectives[model], n_trials=1, catch=())
+        # the trials under way (here or in another process on the same storage) count as taken
+        model = min(pending, key=lambda m: (claimed_trials(studies[m]), models.index(m)))
+        study = studies[model]
+        study.sampler = sampler(prepared.settings.seed, len(study.get_trials(deepcopy=False)))
+        study.optimize(objectives[model], n_trials=1, catch=())
         if after_trial is not None:
             after_trial(studies)
     return studies
@@ -163,7 +178,7 @@ def trials_table(studies: dict[str, optuna.Study]) -> pd.DataFrame:
                                validation_macro_f1=trial.value, per_split=json.dumps(attrs.get("per_split")),
                                image_epochs=attrs.get("image_epochs"), seconds=seconds,
                                pruned_at_step=attrs.get("pruned_at_step"), precision=attrs.get("precision"),
-                               diverged=attrs.get("diverged"),
+                               diverged=attrs.get("diverged"), note=attrs.get("stopped"),
                                **{f"param_{k}": v for k, v in trial.params.items()}))
     return pd.DataFrame(frames)
 
