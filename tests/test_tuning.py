@@ -135,11 +135,29 @@ def test_every_searched_knob_is_a_recipe_field_and_builds_its_model():
     fields = {f.name for f in dataclasses.fields(config.TrainConfig)}
     for model, knobs in space.SEARCH_SPACES.items():
         names = [k.name for k in knobs]
-        assert len(names) == len(set(names)) and set(names) <= fields, model
-        assert {"lr", "weight_decay", "batch_size"} <= set(names), model
+        assert len(names) == len(set(names)) and set(space.searched_fields(model)) <= fields, model
+        assert {"lr", "weight_decay", "batch_size"} <= set(space.searched_fields(model)), model
+        assert all(k.when is None or k.when[0] in names[:names.index(k.name)] for k in knobs), model  # drawn first
     table = space.space_table(["resnet18", "efficientnet_b0", "alexnet"])
     assert table.loc["drop_path_rate", "resnet18"] == "(not searched)"
     assert table.loc["optimizer", "alexnet"] == "one of adamw, sgd"
+    assert table.loc["sgd_weight_decay", "alexnet"] == "1e-05 to 0.001 (log scale), with optimizer sgd"
+
+
+def test_each_optimizer_draws_its_own_rate_and_decay():
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    recipes = [space.suggest(study.ask(), "alexnet") for _ in range(40)]
+    for recipe in recipes:
+        assert set(recipe) == {"optimizer", "lr", "weight_decay", "batch_size", "drop_rate"}
+        if recipe["optimizer"] == "sgd":
+            assert 1e-3 <= recipe["lr"] <= 1e-1 and 1e-5 <= recipe["weight_decay"] <= 1e-3
+        else:
+            assert 2e-4 <= recipe["lr"] <= 2e-2 and 1e-3 <= recipe["weight_decay"] <= 0.3
+    assert {r["optimizer"] for r in recipes} == {"adamw", "sgd"}
+    table = pd.DataFrame([dict(model="alexnet", trial=0, state="COMPLETE", validation_macro_f1=0.5, param_optimizer="sgd",
+                               param_sgd_lr=0.01, param_sgd_weight_decay=1e-4, param_batch_size=32.0)])
+    assert search.chosen_recipe(table, "alexnet") == {"optimizer": "sgd", "lr": 0.01, "weight_decay": 1e-4,
+                                                      "batch_size": 32}
 
 
 def test_the_summary_names_the_chosen_recipe():

@@ -54,7 +54,7 @@ def tuning_table(evaluations: dict[str, evaluation.Evaluation], trials: pd.DataF
     summary = search.summary_table(trials) if trials is not None and len(trials) else pd.DataFrame()
     rows = {}
     for model, ev in evaluations.items():
-        knobs = [k.name for k in space.SEARCH_SPACES.get(model, ())]
+        knobs = space.searched_fields(model) if model in space.SEARCH_SPACES else []
         recipe = ev.extra.get("train_config") or {}
         trained = {k: recipe.get(k) for k in knobs}
         found = summary.loc[model] if model in summary.index else None

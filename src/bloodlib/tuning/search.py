@@ -60,10 +60,10 @@ def search_settings(settings: config.Settings, *, cpu_bf16: bool = False) -> con
 def protocol(settings: config.Settings, model: str) -> dict:
     """What a trial's score depends on besides the searched knobs: trials of another protocol never mix."""
     fixed = {k: v for k, v in dataclasses.asdict(settings.train).items()
-             if k not in {knob.name for knob in space.search_space(model)} and ADDED_LATER.get(k, ...) != v}
+             if k not in space.searched_fields(model) and ADDED_LATER.get(k, ...) != v}
     return dict(dataset=settings.dataset, mode=settings.mode, image_size=settings.image_size, folds=settings.folds,
                 repeats=settings.repeats, seed=settings.seed, model=model, fixed_recipe=fixed,
-                space=[dataclasses.asdict(knob) for knob in space.search_space(model)])
+                space=[knob.record() for knob in space.search_space(model)])
 
 
 def study_name(settings: config.Settings, model: str) -> str:
@@ -199,7 +199,8 @@ def chosen_recipe(table: pd.DataFrame, model: str) -> dict:
     if done.empty:
         raise ValueError(f"no complete trial of {model!r} in the trials table")
     best = done.loc[done["validation_macro_f1"].idxmax()]
-    return {c[len("param_"):]: _plain(best[c]) for c in done.columns if c.startswith("param_") and pd.notna(best[c])}
+    params = {c[len("param_"):]: _plain(best[c]) for c in done.columns if c.startswith("param_") and pd.notna(best[c])}
+    return space.recipe_of(params, model) if model in space.SEARCH_SPACES else params
 
 
 def _plain(value):
