@@ -16,6 +16,7 @@ from bloodlib import config, evaluation
 from bloodlib.tuning import search, space
 
 TRIALS_TABLE = search.RESULTS / "trials.csv"
+DEFAULT_RECIPE = config.TrainConfig()
 
 
 def read_trials(root: Path | None = None) -> pd.DataFrame | None:
@@ -56,7 +57,8 @@ def tuning_table(evaluations: dict[str, evaluation.Evaluation], trials: pd.DataF
     for model, ev in evaluations.items():
         knobs = space.searched_fields(model) if model in space.SEARCH_SPACES else []
         recipe = ev.extra.get("train_config") or {}
-        trained = {k: recipe.get(k) for k in knobs}
+        # a field the record lacks was added later, with the default that trains as before it existed
+        trained = {k: recipe.get(k, getattr(DEFAULT_RECIPE, k)) for k in knobs}
         found = summary.loc[model] if model in summary.index else None
         fold_mean = float(evaluation.fold_metrics(ev)["macro_f1"].mean()) if ev.fold is not None else np.nan
         rows[model] = {
