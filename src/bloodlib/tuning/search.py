@@ -154,6 +154,10 @@ def tune(prepared: Prepared, models: list[str], *, trials: int, storage: str, ti
         pending = [m for m in models if finished_trials(studies[m]) < trials]
         if not pending:
             break
+        with warnings.catch_warnings():  # a dead worker's trial is failed (and queued again) before claims count
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            for model in pending:
+                optuna.storages.fail_stale_trials(studies[model])
         # the trials under way (here or in another process on the same storage) count as taken
         model = min(pending, key=lambda m: (claimed_trials(studies[m]), models.index(m)))
         study = studies[model]
