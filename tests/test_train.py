@@ -200,9 +200,9 @@ def test_train_config_refuses_geometry_out_of_range(field, value):
 
 def test_only_training_images_are_oversampled_and_augmented(tiny, data, monkeypatch):
     augmented, evaluated = [], []
-    real_augment, real_evaluate = train.augment_batch, train.evaluate
+    real_augment, real_validate = train.augment_batch, train.validate
     monkeypatch.setattr(train, "augment_batch", lambda x, *a, **k: augmented.append(len(x)) or real_augment(x, *a, **k))
-    monkeypatch.setattr(train, "evaluate", lambda m, x, y, **k: evaluated.append(len(x)) or real_evaluate(m, x, y, **k))
+    monkeypatch.setattr(train, "validate", lambda m, x, y, **k: evaluated.append(len(x)) or real_validate(m, x, y, **k))
     train_idx, val_idx = data.indices("train"), data.indices("val")
     oversampled = len(data.training_indices(train_idx))
     assert oversampled > len(train_idx)

@@ -32,7 +32,7 @@ from bloodlib.models.checkpoints import (BEST, LAST, CheckpointError, check_meta
 from bloodlib.data.datasets import ImageSet
 from bloodlib.models import check_input_size, familiarity
 from bloodlib.models.precision import Precision, autocast_for, choose_precision, deterministic
-from bloodlib.models.inference import normalize, predict_logits, predict_proba
+from bloodlib.models.inference import normalize, predict_logits
 from bloodlib.utils.progress import progress_bar
 
 
@@ -179,7 +179,17 @@ def _scores(truth: torch.Tensor, predicted: torch.Tensor, total_loss: float, num
 
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, batch_size: int = 128) -> dict:
     """Loss (plain cross-entropy, comparable across label smoothing), accuracy and macro-F1 of a split."""
+    return validate(model, images, labels, batch_size=batch_size)[0]
+
+
+def validate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
+             batch_size: int = 128) -> tuple[dict, torch.Tensor]:
+    """:func:`evaluate`'s scores and the logits behind them (fit reuses them for best.pt's familiarity)."""
     logits = predict_logits(model, images, batch_size=batch_size)
+    return _scores_of(logits, labels), logits
+
+
+def _scores_of(logits: torch.Tensor, labels: torch.Tensor) -> dict:
     truth = labels.cpu()
     loss = F.cross_entropy(logits, truth, reduction="sum").item()
     return _scores(truth, logits.argmax(1), loss, num_classes=logits.shape[1])
@@ -289,7 +299,7 @@ def fit(model: nn.Module, data: ImageSet, train_idx, val_idx, cfg: TrainConfig, 
     # the kept model's confidence on a sample of the validation images, whenever an epoch is kept
     familiar = None if out_dir is None else (
         familiarity.stain_reference(data.images[torch.as_tensor(familiarity.subsample(train_idx, cfg.seed))]),
-        val_images[torch.as_tensor(familiarity.subsample(len(val_idx), cfg.seed))])
+        torch.as_tensor(familiarity.subsample(len(val_idx), cfg.seed)))
     steps_per_epoch = max(1, len(train_positions) // cfg.batch_size)
     optimizer, scheduler = make_optimizer(model, cfg, steps_per_epoch)
     scaler = torch.amp.GradScaler(device.type, enabled=precision.autocast == torch.float16)
@@ -314,14 +324,15 @@ def fit(model: nn.Module, data: ImageSet, train_idx, val_idx, cfg: TrainConfig, 
             train = train_one_epoch(model, images, labels, train_positions, optimizer=optimizer, scheduler=scheduler,
                                     scaler=scaler, criterion=criterion, cfg=cfg, precision=precision, epoch=epoch,
                                     ema=ema, mixer=mixer, progress=progress)
-            val = evaluate(judged, val_images, val_labels, batch_size=cfg.eval_batch_size)
+            val, val_logits = validate(judged, val_images, val_labels, batch_size=cfg.eval_batch_size)
             row = dict(epoch=epoch, **{f"train_{k}": train[k] for k in ("loss", "accuracy", "macro_f1")},
                        **{f"val_{k}": v for k, v in val.items()}, lr=optimizer.param_groups[0]["lr"],
                        seconds=time.perf_counter() - start, images_per_second=train["images_per_second"])
             state["history"].append(row)
             train_images += train["images_per_second"] * train["seconds"]
             train_time += train["seconds"]
-            best_weights = _update_kept(state, row, judged, metadata, out_dir, cfg, familiar) or best_weights
+            sample = None if familiar is None else (familiar[0], val_logits[familiar[1]].softmax(1).numpy())
+            best_weights = _update_kept(state, row, judged, metadata, out_dir, cfg, sample) or best_weights
             state["epoch"] = epoch
             state["stopped"] = cfg.keep_epoch == "best" and state["bad_epochs"] >= cfg.patience
             if out_dir is not None and time.perf_counter() - last_saved >= save_every:
@@ -377,6 +388,7 @@ def _mark_kept(state: dict, row: dict) -> None:
 
 def _update_kept(state: dict, row: dict, model: nn.Module, metadata: dict, out_dir: Path | None,
                  cfg: TrainConfig, familiar: tuple | None = None) -> dict | None:
+    # familiar: (stain reference, this epoch's probabilities of the validation sample), for best.pt's reference
     """The epoch to keep (:func:`track_best`, or the schedule's last) saves best.pt and returns the weights."""
     if cfg.keep_epoch == "best":
         keep = track_best(state, row)
@@ -390,9 +402,8 @@ def _update_kept(state: dict, row: dict, model: nn.Module, metadata: dict, out_d
     if out_dir is not None:
         metrics = {k[4:]: row[k] for k in ("val_loss", "val_accuracy", "val_macro_f1")}
         kept = {**metadata, "epoch": row["epoch"], "metrics": metrics}
-        if familiar is not None:  # (stain reference, validation sample)
-            kept["familiarity"] = familiarity.reference(
-                familiar[0], predict_proba(model, familiar[1], batch_size=cfg.eval_batch_size))
+        if familiar is not None:  # the validation pass already scored the sample: no second pass
+            kept["familiarity"] = familiarity.reference(*familiar)
         save_checkpoint(out_dir / BEST, model, kept, kind="best")
     return weights
 
