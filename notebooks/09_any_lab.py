@@ -45,11 +45,13 @@ dataset = "labs"    # several labs at once: its recipe is config.DATASET_DEFAULT
 model_name = "resnet18"  # the architecture trained in every round, from scratch
 methods = ["none", "reinhard", "adabn"]  # at test time on a lab not trained on ("reinhard+adabn": both)
 single_lab = True   # also train on each lab alone (the lab x lab matrix): one model per lab more
+all_labs = True     # also train on every lab at once: the model published for other labs (--checkpoint any-lab)
 image_size = None   # pixels; None: the page's recipe for the profile (config.DATASET_DEFAULTS, "labs")
 seed = 42
 epochs = None       # the recipe (None: the profile's, then the page's, as notebooks 04-06 layer theirs)
 lr = None
 stain_jitter = None  # > 0: HED stain augmentation while training (Tellez et al. 2018): other labs' stains
+resume = False      # True: keep the models already trained in output_dir, continue an interrupted one
 
 # %%
 import pandas as pd
@@ -83,14 +85,15 @@ print(labsets.left_out_text(data))
 labsets.side_by_side(data, per_class=3, seed=settings.seed)
 
 # %% [markdown]
-# ## Training: once per held-out lab, once per lab alone
+# ## Training: once per held-out lab, once per lab alone, once on every lab
 #
 # The study's loop (`bloodlib.training.train.fit`) with the layered recipe, each model seeded as the training
 # notebooks seed their splits. Per model and training lab: its images in each part, the training positions one epoch
 # holds (equal for every training lab), the kept epoch and its validation macro-F1.
 
 # %%
-result = lolo.leave_one_lab_out(data, model_name, settings, methods=methods, single_lab=single_lab)
+result = lolo.leave_one_lab_out(data, model_name, settings, methods=methods, single_lab=single_lab,
+                                all_labs=all_labs, resume=resume)
 lolo.training_table(result)
 
 # %% [markdown]

@@ -267,7 +267,7 @@ def test_command_errors(lab, cli_env, tmp_path, capsys):
     assert "share no class" in err and "'MONOCYTE'" in err and "'basophil'" in err
     missing = tmp_path / "missing.pt"
     assert main(["evaluate", "-c", str(missing), "--dataset", f"folder:{lab['target']}"]) == 2
-    assert f"checkpoint {missing} does not exist" in capsys.readouterr().err
+    assert f"{missing}: no such checkpoint file, and not a model name (any-lab: " in capsys.readouterr().err
     foreign = tmp_path / "notes.pt"
     foreign.write_text("not a checkpoint")
     assert main(["evaluate", "-c", str(foreign), "--dataset", f"folder:{lab['target']}", "--device", "cpu"]) == 2

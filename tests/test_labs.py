@@ -13,6 +13,7 @@ from torch import nn
 from bloodlib import config, models
 from bloodlib.data.datasets import ImageSet
 from bloodlib.data.synthetic import toy_imageset
+from bloodlib.pipeline import publish, published_models
 from bloodlib.study import labs, lolo
 from conftest import check_figure
 
@@ -127,6 +128,10 @@ def test_a_held_out_lab_is_the_whole_test_part_and_groups_never_straddle(assembl
     assert all(set(data.lab_of(p)) == {"clinic"} for p in parts)
     assert sum(map(len, parts)) == len(data.positions("clinic"))
     assert all(not set(groups[a]) & set(groups[b]) for i, a in enumerate(parts) for b in parts[i + 1:])
+    everywhere = labs.all_labs_split(data, seed=3)  # each lab's own parts, joined: the same test images
+    assert np.array_equal(everywhere.test[data.lab_of(everywhere.test) == "clinic"], alone.test)
+    assert set(data.lab_of(everywhere.val)) == set(data.labs)
+    assert sorted(np.concatenate([everywhere.train, everywhere.val, everywhere.test])) == list(range(len(data)))
 
 
 def test_cells_side_by_side_leave_a_blank_where_a_lab_has_too_few(three_labs):
@@ -173,7 +178,17 @@ def test_a_tiny_lolo_run_scores_every_lab_and_its_saved_predictions_recompute_ev
     held_out = [c for c in result.cells if c.images == lolo.HELD_OUT]
     assert [(c.trained_on, c.tested_on, c.method) for c in held_out][:2] == [
         ("smears+clinic", "atlas", "none"), ("smears+clinic", "atlas", both)]
-    assert len(held_out) == 6 and len(result.cells) == 6 + 3 * (1 + 2 * 2)
+    assert len(held_out) == 6 and len(result.cells) == 6 + 3 * (1 + 2 * 2) + 3
+    everywhere = [c for c in result.cells if c.trained_on == "atlas+smears+clinic"]  # the published model
+    assert [(c.tested_on, c.images, c.method) for c in everywhere] == [(lab, lolo.AT_HOME, "none")
+                                                                       for lab in assembled.labs]
+    for cell in everywhere:  # each lab's test part: the images that lab's own model is tested on
+        alone = next(c for c in result.cells if c.trained_on == cell.tested_on == c.tested_on)
+        assert np.array_equal(cell.evaluation.ids, alone.evaluation.ids)
+    assert lolo.any_lab_checkpoint(result.folder) == result.folder / "atlas+smears+clinic" / "best.pt"
+    assert lolo.any_lab_checkpoint(result.folder).is_file()
+    (tmp_path / publish.MARKER).write_text(json.dumps({"run": "."}))  # as if this run were the published one
+    assert published_models.resolve("any-lab", tmp_path) == lolo.any_lab_checkpoint(result.folder)
     for cell in held_out:  # the whole held-out lab, every time
         assert len(cell.evaluation.ids) == (assembled.rows[labs.LAB] == cell.tested_on).sum()
     trained = lolo.training_table(result)
@@ -197,7 +212,9 @@ def test_a_tiny_lolo_run_scores_every_lab_and_its_saved_predictions_recompute_ev
     matrices = lolo.matrices(table)
     assert list(matrices) == ["none", both]
     none = matrices["none"]
-    assert list(none.index) == ["atlas", "smears", "clinic", "smears+clinic", "atlas+clinic", "atlas+smears"]
+    assert list(none.index) == ["atlas", "smears", "clinic", "smears+clinic", "atlas+clinic", "atlas+smears",
+                                "atlas+smears+clinic"]
+    assert np.isfinite(none.loc["atlas+smears+clinic"]).all()
     assert list(none.columns) == assembled.labs and none.loc["smears+clinic"].isna().sum() == 2
     assert np.isfinite(np.diag(none.loc[assembled.labs, assembled.labs].to_numpy())).all()
     assert np.allclose(np.diag(matrices[both].iloc[:3]), np.diag(none.iloc[:3]))  # diagonal: its own test part
@@ -207,3 +224,27 @@ def test_a_tiny_lolo_run_scores_every_lab_and_its_saved_predictions_recompute_ev
     text = lolo.conclusion(result.cells, table)
     assert text.count("held out**") == 3 and "McNemar's test on their errors: p = " in text
     assert "Averaged over the 3 held-out labs" in text
+    assert "**Trained on every lab** (atlas+smears+clinic" in text and text.count("(trained on it alone: ") == 3
+
+
+def test_a_model_name_resolves_in_the_published_report_or_says_what_is_missing(tmp_path):
+    existing = tmp_path / "mine.pt"
+    existing.write_bytes(b"")
+    assert published_models.resolve(existing, tmp_path) == existing  # a file is taken as it is
+    with pytest.raises(FileNotFoundError, match="no such checkpoint file, and not a model name .*any-lab"):
+        published_models.resolve(tmp_path / "missing.pt", tmp_path)
+    with pytest.raises(FileNotFoundError, match="no complete run was promoted"):
+        published_models.resolve("any-lab", tmp_path)
+    run = tmp_path / "runs" / "r1"
+    run.mkdir(parents=True)
+    (tmp_path / publish.MARKER).write_text(json.dumps({"run": "runs/r1"}))
+    with pytest.raises(FileNotFoundError, match="no leave-one-lab-out results"):
+        published_models.resolve("any-lab", tmp_path)
+    record = run / lolo.FOLDER / "resnet18" / lolo.RECORD
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps({lolo.ANY_LAB: None}))
+    with pytest.raises(FileNotFoundError, match="trained no model on every lab"):
+        published_models.resolve("any-lab", tmp_path)
+    record.write_text(json.dumps({lolo.ANY_LAB: "bccd+pbc+deepapl/best.pt"}))
+    with pytest.raises(FileNotFoundError, match="leaves checkpoints out; `make report` trains it"):
+        published_models.resolve("any-lab", tmp_path)

@@ -11,6 +11,7 @@ from bloodlib import config, evaluation
 from bloodlib.evaluation.significance import format_p
 from bloodlib.evaluation.crossdataset import ADAPTATIONS, SHOWN, evaluate_checkpoint, summary
 from bloodlib.models.checkpoints import CheckpointError
+from bloodlib.pipeline.published_models import NAMED, resolve
 
 
 def format_text(report: dict) -> str:
@@ -61,7 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "both share, prepared at the checkpoint's size and mode; accuracy, balanced accuracy "
                           "and macro-F1 with 95% bootstrap intervals, recall per class. What is left out on "
                           "each side is said.")
-    parser.add_argument("--checkpoint", "-c", required=True, type=Path, help="best.pt written by training")
+    parser.add_argument("--checkpoint", "-c", required=True,
+                        help="best.pt written by training, or a model of the published report by name: "
+                             + "; ".join(f"{n} ({what})" for n, what in NAMED.items()))
     parser.add_argument("--dataset", required=True,
                         help="the notebooks' dataset parameter: bccd, pbc, deepapl, kaggle-augmented, folder:/path, "
                              "csv:/path/list.csv (see the README)")
@@ -83,15 +86,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Print the scores; exit code 0, 1 when the dataset cannot be scored, 2 when the checkpoint is unusable."""
-    if not args.checkpoint.is_file():
-        print(f"error: checkpoint {args.checkpoint} does not exist", file=sys.stderr)
+    try:
+        checkpoint = resolve(args.checkpoint, config.project_root() / "report")
+    except FileNotFoundError as error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
     try:
         settings = config.resolve(None, args.data_dir, None, dataset=args.dataset, seed=args.seed)
         reference = None
         if args.reference:
             reference = config.resolve(None, args.reference_data_dir, None, dataset=args.reference, seed=args.seed)
-        ev, details = evaluate_checkpoint(args.checkpoint, settings, adapt=args.adapt, split=args.split,
+        ev, details = evaluate_checkpoint(checkpoint, settings, adapt=args.adapt, split=args.split,
                                           reference=reference, device=args.device)
     except CheckpointError as error:
         print(f"error: {error}", file=sys.stderr)

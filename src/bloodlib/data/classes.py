@@ -45,12 +45,25 @@ def _key(name: str) -> str:
     return " ".join(str(name).replace("_", " ").split()).lower()
 
 
+# the five normal white cells, whose names labs shorten ("neut", "Lymph", "eos", "mono", "baso") or put in the plural
+WHITE_CELLS = ("basophil", "eosinophil", "lymphocyte", "monocyte", "neutrophil")
+SHORTEST_ABBREVIATION = 3  # letters: "eos" is one cell type, "ne" could be anything
+
+
 def canonical(name: str) -> str:
     """The study's name for a class name of any dataset: ``"neutrophil"`` -> ``"NEUTROPHIL"``, ``"ig"`` ->
-    ``"IMMATURE_GRANULOCYTE"``; a name it does not know is upper-cased (so one lab's spelling of its own
-    class still meets the same spelling elsewhere)."""
+    ``"IMMATURE_GRANULOCYTE"``; a plural of a known name, or one word that begins one white cell's name and no
+    other's (``"neut"``, ``"Lymph"``, ``"eosi"``), is that cell; a name it does not know is upper-cased (so one
+    lab's spelling of its own class still meets the same spelling elsewhere)."""
     key = _key(name)
-    return SYNONYMS.get(key, key.upper().replace(" ", "_"))
+    if key in SYNONYMS:
+        return SYNONYMS[key]
+    if key.endswith("s") and key[:-1] in SYNONYMS:
+        return SYNONYMS[key[:-1]]
+    begun = [cell for cell in WHITE_CELLS if len(key) >= SHORTEST_ABBREVIATION and cell.startswith(key)]
+    if " " not in key and len(begun) == 1:
+        return SYNONYMS[begun[0]]
+    return key.upper().replace(" ", "_")
 
 
 def lab_class(name: str, read: Iterable[str], not_read: Iterable[str], *, where: str = "") -> str | None:

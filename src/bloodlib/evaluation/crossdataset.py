@@ -122,7 +122,7 @@ def evaluate_checkpoint(checkpoint: str | Path, settings: config.Settings, *, ad
                          f"the shared classes {shared}")
     y_true = [shared.index(classes.canonical(c)) for c in np.asarray(data.classes)[data.labels.numpy()[scored]]]
     details = CrossDataset(
-        checkpoint=str(checkpoint), model=metadata["model"], trained_on=metadata.get("dataset"),
+        checkpoint=str(checkpoint), model=metadata["model"], trained_on=trained_on(metadata),
         dataset=target.dataset, mode=target.mode, image_size=tuple(metadata["image_size"]), split=split,
         classes=shared, model_only=[c for c in metadata["classes"] if classes.canonical(c) not in shared],
         dataset_left_out=left_out, n_selected=len(selected), n_images=len(scored), adapt=steps, notes=[])
@@ -133,7 +133,7 @@ def evaluate_checkpoint(checkpoint: str | Path, settings: config.Settings, *, ad
             model=metadata["model"], classes=shared, y_true=y_true, y_prob=torch.softmax(logits[:, columns], 1).numpy(),
             ids=data.rows["id"].to_numpy()[scored], groups=data.rows["group"].to_numpy()[scored],
             pretrained_source=metadata.get("pretrained_source"),
-            extra={"checkpoint": str(checkpoint), "trained_on": metadata.get("dataset"), "dataset": target.dataset,
+            extra={"checkpoint": str(checkpoint), "trained_on": trained_on(metadata), "dataset": target.dataset,
                    "split": split, "adapt": adapted})
 
     if not steps:
@@ -174,6 +174,11 @@ def apply_adaptations(model: nn.Module, images: torch.Tensor, steps: Sequence[st
             name = getattr(model, "model_name", type(model).__name__)
             notes.append(f"adabn: {name} has no BatchNorm layer; the model is left as it is")
     return model, images, notes
+
+
+def trained_on(metadata: dict) -> str | None:
+    """What a checkpoint trained on, as its metadata says: a dataset, or several labs joined by ``+``."""
+    return metadata.get("dataset") or ("+".join(metadata["labs"]) if metadata.get("labs") else None)
 
 
 def target_settings(metadata: dict, settings: config.Settings) -> config.Settings:
@@ -298,10 +303,15 @@ def _colourless(image: torch.Tensor) -> bool:
     return any(float(channel.std()) < 1e-3 for channel in lab_split(rgb2lab(image.float() / 255)))
 
 
-def _reference_images(reference, target: config.Settings, metadata: dict, progress: bool
-                      ) -> tuple[torch.Tensor, str]:
-    """Up to :data:`REFERENCE_IMAGES` source images (a seeded sample) at the checkpoint's size and mode, and
-    what they are."""
+def _reference_images(reference, target: config.Settings, metadata: dict, progress: bool, *,
+                      limit: int = REFERENCE_IMAGES) -> tuple[torch.Tensor, str]:
+    """Up to ``limit`` source images (a seeded sample) at the checkpoint's size and mode, and what they are; for
+    a checkpoint trained on several labs (its metadata's ``labs``), as many of each lab's."""
+    if reference is None and metadata.get("labs") and not metadata.get("dataset"):  # trained on several labs
+        each = limit // len(metadata["labs"])  # the same number from each: no lab sets the colours
+        parts = [_reference_images(config.resolve(target.profile, None, target.output_dir, dataset=lab), target,
+                                   metadata, progress, limit=each)[0] for lab in metadata["labs"]]
+        return torch.cat(parts), f"{' + '.join(metadata['labs'])}: up to {each} images of each"
     if reference is None:
         if not metadata.get("dataset"):
             raise ValueError("stain normalisation needs the source images: the checkpoint's metadata names no "
@@ -313,8 +323,8 @@ def _reference_images(reference, target: config.Settings, metadata: dict, progre
         reference = datasets.prepare(target_settings(metadata, reference), progress=progress).data.images
     reference = torch.as_tensor(reference)
     total = len(reference)
-    if total > REFERENCE_IMAGES:
-        chosen = np.random.default_rng(target.seed).choice(total, REFERENCE_IMAGES, replace=False)
+    if total > limit:
+        chosen = np.random.default_rng(target.seed).choice(total, limit, replace=False)
         reference = reference[torch.as_tensor(np.sort(chosen))]
     return reference, f"{name}: {len(reference)} of its {total} images"
 

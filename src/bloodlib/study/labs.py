@@ -159,6 +159,14 @@ def single_lab_split(data: LabSet, lab: str, *, seed: int = 42) -> splits.Split:
     return splits.Split(f"{lab} alone", positions[split.train], positions[split.val], positions[split.test])
 
 
+def all_labs_split(data: LabSet, *, seed: int = 42) -> splits.Split:
+    """Every lab at once: each lab's :func:`single_lab_split` parts joined, so that the model trained on all labs
+    is tested on the very test parts the single-lab models are (the same images, two models)."""
+    parts = [single_lab_split(data, lab, seed=seed) for lab in data.labs]
+    return splits.Split("all labs", *(np.concatenate([getattr(p, part) for p in parts])
+                                      for part in ("train", "val", "test")))
+
+
 def split_table(data: LabSet, split: splits.Split) -> pd.DataFrame:
     """Images per lab in each part of ``split``."""
     parts = {"train": split.train, "validation": split.val, "test": split.test}

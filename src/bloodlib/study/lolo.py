@@ -6,7 +6,10 @@ within the training labs) and tested on every image of the held-out lab, whose l
 with the test-time methods of :mod:`bloodlib.evaluation.crossdataset` (Reinhard stain normalisation towards the
 training labs, AdaBN on the held-out lab's images). With ``single_lab``, a model is also trained on each lab alone
 (its own grouped train / validation / test parts) and tested on its own test part and on every image of the other
-labs: the lab x lab matrix, in which each LOLO round is one more row.
+labs: the lab x lab matrix, in which each LOLO round is one more row. With ``all_labs``, a last model trains on every
+lab at once (each lab's own train part, lab-balanced) and is tested on each lab's test part, the images the
+single-lab models are tested on: the model the report publishes for labs beyond these (``python -m bloodlib
+predict --checkpoint any-lab``), whose chance on a new lab the LOLO rounds estimate.
 
 Every score is a :class:`bloodlib.study.transfer.Cell`, saved with its predictions (``lolo/<model>/cells/``,
 :func:`bloodlib.study.transfer.save_cells`), so that every table, figure and sentence of the page can be recomputed
@@ -15,6 +18,7 @@ from the run alone (:func:`load_cells`, :func:`scores`, :func:`conclusion`).
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,6 +42,7 @@ METHODS = ("none", "reinhard", "adabn")  # "none" always comes first: every meth
 FOLDER = "lolo"  # under the run's output_dir: <model>/<training set>/ (checkpoints, history), <model>/cells/
 CELLS = "cells"
 RECORD = "lolo.json"  # beside the cells: the resolved settings and every model's split and training
+ANY_LAB = "any_lab_checkpoint"  # the record's key naming the all-labs model's best.pt, relative to the record
 HELD_OUT = "every image (lab held out)"  # a LOLO round's cell
 ELSEWHERE = "every image"  # a single-lab model on another lab
 AT_HOME = "held-out test part"  # a single-lab model on its own lab's test part
@@ -78,13 +83,15 @@ class LOLO:
 
 
 def leave_one_lab_out(labs: Sequence[str] | labsets.LabSet, model_name: str, settings: config.Settings, *,
-                      methods: Sequence[str] = METHODS, single_lab: bool = True, out_dir: str | Path | None = None,
-                      progress: bool = True) -> LOLO:
+                      methods: Sequence[str] = METHODS, single_lab: bool = True, all_labs: bool = True,
+                      out_dir: str | Path | None = None, resume: bool = False, progress: bool = True) -> LOLO:
     """Train ``model_name`` once per held-out lab on the others, and (``single_lab``) once per lab alone; score
     every model where it did not train, with each method of ``methods`` (:func:`checked_methods`), and the
-    single-lab models on their own test parts. ``labs``: dataset names (prepared by
+    single-lab models on their own test parts; (``all_labs``) once on every lab, scored on each lab's test part
+    (module doc). ``labs``: dataset names (prepared by
     :func:`bloodlib.study.labs.load` at the run's image size) or a LabSet. Saves checkpoints and every cell
-    under ``out_dir`` (default ``output_dir/lolo/<model>``)."""
+    under ``out_dir`` (default ``output_dir/lolo/<model>``); with ``resume``, the models already trained there are
+    kept and an interrupted one continues from its ``last.pt``."""
     methods = checked_methods(methods)
     settings = settings.for_model(model_name)
     data = labs if isinstance(labs, labsets.LabSet) else labsets.load(labs, settings, progress=progress)
@@ -93,12 +100,18 @@ def leave_one_lab_out(labs: Sequence[str] | labsets.LabSet, model_name: str, set
               for held in data.labs]
     if single_lab:
         rounds += [([lab], labsets.single_lab_split(data, lab, seed=settings.seed)) for lab in data.labs]
+    if all_labs:
+        rounds.append((list(data.labs), labsets.all_labs_split(data, seed=settings.seed)))
     result = LOLO(model_name, data, [], [], out_dir)
     for index, (trained_on, split) in enumerate(rounds):
-        trained, model = train_model(data, split, trained_on, model_name, settings, index, out_dir, progress)
+        trained, model = train_model(data, split, trained_on, model_name, settings, index, out_dir, progress, resume)
         result.trained.append(trained)
         if index < len(data.labs):  # a LOLO round: the held-out lab, whole
             tested = [(lab, data.positions(lab), HELD_OUT) for lab in data.labs if lab not in trained_on]
+        elif len(trained_on) == len(data.labs):  # every lab: each lab's own test part, no other lab to adapt to
+            result.cells += [score(model, data, split.test[data.lab_of(split.test) == lab], trained, lab, "none",
+                                   AT_HOME, batch_size=settings.train.eval_batch_size) for lab in data.labs]
+            continue
         else:  # one lab alone: its own test part (no gap to narrow there), then every image of the others
             result.cells.append(score(model, data, split.test, trained, trained_on[0], "none", AT_HOME))
             tested = [(lab, data.positions(lab), ELSEWHERE) for lab in data.labs if lab not in trained_on]
@@ -117,13 +130,15 @@ def leave_one_lab_out(labs: Sequence[str] | labsets.LabSet, model_name: str, set
                     "validation": len(t.split.val), "test": len(t.split.test),
                     "positions_per_epoch": t.positions_per_epoch, "kept_epoch": t.fit.kept_epoch,
                     "validation_scores": t.fit.kept_val, "train_seconds": t.fit.train_seconds,
-                    "device": t.fit.device, "precision": t.fit.precision} for t in result.trained]}),
+                    "device": t.fit.device, "precision": t.fit.precision} for t in result.trained],
+        ANY_LAB: (model_folder(out_dir, data.labs) / "best.pt").relative_to(out_dir).as_posix() if all_labs else None}),
         config.project_root()))
     return result
 
 
 def train_model(data: labsets.LabSet, split: splits.Split, trained_on: list[str], model_name: str,
-                settings: config.Settings, index: int, out_dir: Path, progress: bool) -> tuple[Trained, nn.Module]:
+                settings: config.Settings, index: int, out_dir: Path, progress: bool, resume: bool = False
+                ) -> tuple[Trained, nn.Module]:
     """One model from scratch on ``split`` as :func:`bloodlib.study.experiment.run_model` trains a split: the
     initial weights and the loop's draws seeded by ``settings.seed + index``; ``best.pt`` and ``history.csv``
     under ``out_dir/<training labs>/``."""
@@ -131,9 +146,10 @@ def train_model(data: labsets.LabSet, split: splits.Split, trained_on: list[str]
     config.seed_everything(settings.seed + index)  # the initial weights, repeatable
     model = models.create_model(model_name, num_classes=len(data.classes), pretrained="scratch",
                                 image_size=data.image_size, **cfg.model_kwargs())
-    folder = out_dir / re.sub(r"[^A-Za-z0-9+-]+", "-", "+".join(trained_on))
+    folder = model_folder(out_dir, trained_on)
     metadata = dict(mode=labsets.MODE, crop_margin=settings.crop_margin, labs=list(trained_on), split=split.name)
-    fit = train.fit(model, data, split.train, split.val, cfg, out_dir=folder, metadata=metadata, progress=progress)
+    fit = train.fit(model, data, split.train, split.val, cfg, out_dir=folder, metadata=metadata, resume=resume,
+                    progress=progress)
     fit.history.to_csv(folder / "history.csv", index=False)
     per_epoch = pd.Series(data.lab_of(data.training_indices(split.train, cfg.oversample))).value_counts()
     if progress:
@@ -141,6 +157,22 @@ def train_model(data: labsets.LabSet, split: splits.Split, trained_on: list[str]
               f"{fit.kept_val['macro_f1']:.3f}, {fit.train_seconds:.0f} s")
     per_lab = {lab: int(per_epoch.get(lab, 0)) for lab in trained_on}
     return Trained(model_name, list(trained_on), split, fit, per_lab), model
+
+
+def model_folder(out_dir: Path, trained_on: Sequence[str]) -> Path:
+    """Where the model trained on ``trained_on`` keeps its ``best.pt`` and ``history.csv``."""
+    return Path(out_dir) / re.sub(r"[^A-Za-z0-9+-]+", "-", "+".join(trained_on))
+
+
+def any_lab_checkpoint(folder: str | Path) -> Path:
+    """The all-labs model's ``best.pt`` that a run's ``lolo/<model>`` ``folder`` records (:data:`ANY_LAB`)."""
+    record = Path(folder) / RECORD
+    if not record.is_file():
+        raise FileNotFoundError(f"{record}: no leave-one-lab-out run here")
+    name = json.loads(record.read_text(encoding="utf-8")).get(ANY_LAB)
+    if not name:
+        raise FileNotFoundError(f"{record}: this run trained no model on every lab (all_labs=False)")
+    return Path(folder) / name
 
 
 def reference_images(data: labsets.LabSet, train_positions: np.ndarray, *, seed: int) -> torch.Tensor:
@@ -211,7 +243,7 @@ def display_lolo(table: pd.DataFrame) -> pd.DataFrame:
 def matrices(table: pd.DataFrame, metric: str = "macro_f1") -> dict[str, pd.DataFrame]:
     """Per method, ``metric`` trained-on x tested-on: a row per lab alone (the diagonal its own test part, without
     adaptation in every panel), then a row per LOLO round (trained on the other labs; with two labs that row is
-    the other lab's, already there)."""
+    the other lab's, already there), then the all-labs model's row (each lab's test part, without adaptation)."""
     labs = list(dict.fromkeys(table["tested on"]))
     at_home = table[table["images"] == AT_HOME]
     away = table[table["images"] != AT_HOME]
@@ -219,7 +251,8 @@ def matrices(table: pd.DataFrame, metric: str = "macro_f1") -> dict[str, pd.Data
     for method, part in away.groupby("method", sort=False):
         single = pd.concat([at_home, part[part["images"] == ELSEWHERE]])
         rounds = part[(part["images"] == HELD_OUT) & ~part["trained on"].isin(single["trained on"])]
-        order = [lab for lab in labs if lab in set(single["trained on"])] + list(dict.fromkeys(rounds["trained on"]))
+        order = ([lab for lab in labs if lab in set(single["trained on"])] + list(dict.fromkeys(rounds["trained on"]))
+                 + [name for name in dict.fromkeys(at_home["trained on"]) if name not in labs])
         matrix = pd.concat([single, rounds]).pivot(index="trained on", columns="tested on", values=metric)
         out[method] = matrix.reindex(index=order, columns=labs)
     return out
@@ -294,7 +327,7 @@ def conclusion(cells: list[transfer.Cell], table: pd.DataFrame) -> str:
             line += (f". Of the models trained on one lab, the one trained on {rival['trained on']} reads it best, "
                      f"at {rival['macro_f1']:.3f} ({base['macro_f1'] - rival['macro_f1']:+.3f} for training on "
                      f"{labs_trained} labs; McNemar's test on their errors: p = {format_p(p)})")
-        home = table[(table["images"] == AT_HOME) & (table["tested on"] == held)]
+        home = table[(table["images"] == AT_HOME) & (table["tested on"] == held) & (table["trained on"] == held)]
         if len(home):
             line += (f"; trained on {held} alone, a model reads {held}'s held-out test part at "
                      f"{home['macro_f1'].iloc[0]:.3f}")
@@ -302,7 +335,27 @@ def conclusion(cells: list[transfer.Cell], table: pd.DataFrame) -> str:
     means = rounds.groupby("method", sort=False)["macro_f1"].mean()
     lines.append(f"Averaged over the {rounds['tested on'].nunique()} held-out labs, macro-F1 is {means['none']:.3f} "
                  "without adaptation" + "".join(f", {m} {v:.3f}" for m, v in means.drop(index="none").items()) + ".")
-    return "\n\n".join(lines)
+    everywhere = all_labs_text(table)
+    return "\n\n".join(lines + ([everywhere] if everywhere else []))
+
+
+def all_labs_text(table: pd.DataFrame) -> str:
+    """A sentence on the model trained on every lab: each lab's test part against the model of that lab alone on
+    the same images; empty when the run trained none."""
+    labs = list(dict.fromkeys(table["tested on"]))
+    home = table[table["images"] == AT_HOME]
+    everywhere = home[[set(name.split("+")) == set(labs) for name in home["trained on"]]] if len(labs) > 1 \
+        else home.iloc[:0]
+    if everywhere.empty:
+        return ""
+    parts = []
+    for _, row in everywhere.iterrows():
+        alone = home[(home["trained on"] == row["tested on"]) & (home["tested on"] == row["tested on"])]
+        versus = f" (trained on it alone: {alone['macro_f1'].iloc[0]:.3f})" if len(alone) else ""
+        parts.append(f"{row['tested on']} {_with_ci(row)}{versus}")
+    return (f"**Trained on every lab** ({everywhere['trained on'].iloc[0]}; the model the report publishes, "
+            f"`--checkpoint any-lab`), each lab's own test part reads at macro-F1 " + "; ".join(parts) + ". "
+            "On a lab it never saw, expect what the leave-one-lab-out rounds above measured, not these.")
 
 
 def _with_ci(row: pd.Series, metric: str = "macro_f1") -> str:
