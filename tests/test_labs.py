@@ -3,6 +3,8 @@ predictions recompute every table (notebook 09 runs on the real labs under nbmak
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -248,3 +250,28 @@ def test_a_model_name_resolves_in_the_published_report_or_says_what_is_missing(t
     record.write_text(json.dumps({lolo.ANY_LAB: "bccd+pbc+deepapl/best.pt"}))
     with pytest.raises(FileNotFoundError, match="leaves checkpoints out; `make report` trains it"):
         published_models.resolve("any-lab", tmp_path)
+
+
+def test_recipes_are_compared_on_the_same_held_out_images(assembled, tmp_path, monkeypatch):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import lolo_recipes  # a benchmark script, not a package
+
+    monkeypatch.setitem(models.REGISTRY, "tiny", models.ModelSpec(_tiny, 8, ""))
+    folders = {}
+    for name, jitter in (("plain", 0.0), ("hed", 0.05)):
+        settings = config.resolve("smoke", output_dir=tmp_path / name, image_size=16, epochs=1, batch_size=16,
+                                  bootstrap=50, stain_jitter=jitter)
+        folders[name] = lolo.leave_one_lab_out(assembled, "tiny", settings, single_lab=False, all_labs=False,
+                                               methods=["adabn"], progress=False).folder
+    table = lolo_recipes.compare({"plain": tmp_path / "plain", "hed": folders["hed"]}, n=50)
+    assert len(table) == 2 * 3 * 2 and list(table["stain_jitter"].unique()) == [0.0, 0.05]
+    assert table.loc[table["recipe"] == "plain", "mcnemar_p"].isna().all()
+    hed = table[table["recipe"] == "hed"]
+    assert hed["mcnemar_p"].between(0, 1).all()
+    plain = table[table["recipe"] == "plain"].set_index(["held out", "method"])["macro_f1"]
+    change = hed.set_index(["held out", "method"])["macro_f1_change"]
+    assert np.allclose(change, hed.set_index(["held out", "method"])["macro_f1"] - plain.loc[change.index])
+    best, means = lolo_recipes.chosen(table)
+    assert best == means.idxmax() and list(means.index) == ["plain", "hed"]
+    with pytest.raises(FileNotFoundError, match="no leave-one-lab-out run"):
+        lolo_recipes.lolo_folder(tmp_path / "nothing")
