@@ -58,6 +58,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from bloodlib import config, plots
+from bloodlib.study import lab_recipes
 from bloodlib.study import labs as labsets
 from bloodlib.study import lolo
 
@@ -105,6 +106,19 @@ lolo.training_table(result)
 # %%
 scores = lolo.scores(result.cells, n=settings.bootstrap, seed=settings.seed)
 lolo.display_lolo(scores)
+
+# %% [markdown]
+# ### Which training recipe travels
+#
+# `benchmarks/lolo_recipes.py` runs these rounds once per training recipe (without and with HED stain jitter while
+# training) and compares them on the same held-out cells; its committed table is shown here, with how the recipe of
+# this run was chosen.
+
+# %%
+recipe_table = lab_recipes.read_recipes()
+if recipe_table is not None:
+    display(lab_recipes.display_recipes(recipe_table))
+Markdown(lab_recipes.recipe_sentence(recipe_table, settings.train.stain_jitter))
 
 # %% [markdown]
 # Recall per class: which cell types a lab nobody trained on loses.

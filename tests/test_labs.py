@@ -3,8 +3,6 @@ predictions recompute every table (notebook 09 runs on the real labs under nbmak
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,7 +14,7 @@ from bloodlib import config, models
 from bloodlib.data.datasets import ImageSet
 from bloodlib.data.synthetic import toy_imageset
 from bloodlib.pipeline import publish, published_models
-from bloodlib.study import labs, lolo
+from bloodlib.study import lab_recipes, labs, lolo
 from conftest import check_figure
 
 SHARED = ["EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL"]
@@ -253,9 +251,6 @@ def test_a_model_name_resolves_in_the_published_report_or_says_what_is_missing(t
 
 
 def test_recipes_are_compared_on_the_same_held_out_images(assembled, tmp_path, monkeypatch):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    import lolo_recipes  # a benchmark script, not a package
-
     monkeypatch.setitem(models.REGISTRY, "tiny", models.ModelSpec(_tiny, 8, ""))
     folders = {}
     for name, jitter in (("plain", 0.0), ("hed", 0.05)):
@@ -263,7 +258,7 @@ def test_recipes_are_compared_on_the_same_held_out_images(assembled, tmp_path, m
                                   bootstrap=50, stain_jitter=jitter)
         folders[name] = lolo.leave_one_lab_out(assembled, "tiny", settings, single_lab=False, all_labs=False,
                                                methods=["adabn"], progress=False).folder
-    table = lolo_recipes.compare({"plain": tmp_path / "plain", "hed": folders["hed"]}, n=50)
+    table = lab_recipes.compare({"plain": tmp_path / "plain", "hed": folders["hed"]}, n=50)
     assert len(table) == 2 * 3 * 2 and list(table["stain_jitter"].unique()) == [0.0, 0.05]
     assert table.loc[table["recipe"] == "plain", "mcnemar_p"].isna().all()
     hed = table[table["recipe"] == "hed"]
@@ -271,7 +266,12 @@ def test_recipes_are_compared_on_the_same_held_out_images(assembled, tmp_path, m
     plain = table[table["recipe"] == "plain"].set_index(["held out", "method"])["macro_f1"]
     change = hed.set_index(["held out", "method"])["macro_f1_change"]
     assert np.allclose(change, hed.set_index(["held out", "method"])["macro_f1"] - plain.loc[change.index])
-    best, means = lolo_recipes.chosen(table)
+    best, means = lab_recipes.chosen(table)
     assert best == means.idxmax() and list(means.index) == ["plain", "hed"]
+    shown = lab_recipes.display_recipes(table)
+    assert list(shown.columns) == ["plain", "hed", "hed: change", "hed: McNemar p"] and len(shown) == 6
+    sentence = lab_recipes.recipe_sentence(table, 0.05)
+    assert f"**{best}**" in sentence and ("this run trained it" in sentence) == (best == "hed")
+    assert "No recipe comparison" in lab_recipes.recipe_sentence(None, 0.0)
     with pytest.raises(FileNotFoundError, match="no leave-one-lab-out run"):
-        lolo_recipes.lolo_folder(tmp_path / "nothing")
+        lab_recipes.lolo_folder(tmp_path / "nothing")

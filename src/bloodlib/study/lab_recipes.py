@@ -1,0 +1,117 @@
+"""Which training recipe travels to a lab it never saw (notebook 09): leave-one-lab-out rounds under several
+training recipes (for example without and with HED stain jitter), compared on the same held-out cells.
+
+``benchmarks/lolo_recipes.py`` reads one notebook-09 run per recipe and writes :func:`compare`'s table,
+``benchmarks/results/lolo_recipes.csv``, which is committed. :func:`chosen` names the recipe with the best
+macro-F1 averaged over the held-out labs without test-time adaptation: the one the full profile's notebook 09
+trains (``config.DATASET_DEFAULTS[("full", "labs")]``). That choice reads the three project labs' LOLO rounds, which
+are its validation; their numbers are therefore optimistic for the chosen recipe, and only labs kept out of the
+project test the model the report publishes. Notebook 09 shows the table and says how its recipe was chosen.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bloodlib import config, evaluation
+from bloodlib.evaluation.significance import format_p
+from bloodlib.study import lolo
+
+RECIPE_TABLE = Path("benchmarks") / "results" / "lolo_recipes.csv"
+SHOWN = ("macro_f1", "balanced_accuracy")
+
+
+def lolo_folder(path: str | Path) -> Path:
+    """The ``lolo/<model>`` folder of a report folder, a run folder, or that folder itself."""
+    path = Path(path)
+    if (path / lolo.RECORD).is_file():
+        return path
+    if (path / "published.json").is_file():
+        path = path / json.loads((path / "published.json").read_text(encoding="utf-8"))["run"]
+    found = (sorted(path.glob(f"{lolo.FOLDER}/*/{lolo.RECORD}"))
+             or sorted(path.glob(f"runs/*/{lolo.FOLDER}/*/{lolo.RECORD}")))
+    if not found:
+        raise FileNotFoundError(f"{path}: no leave-one-lab-out run (notebook 09) here")
+    if len(found) > 1:
+        raise ValueError(f"{path}: several leave-one-lab-out runs ({', '.join(str(f.parent) for f in found)}); "
+                         f"name one")
+    return found[0].parent
+
+
+def compare(recipes: Mapping[str, str | Path], *, n: int = 2000, seed: int = 42) -> pd.DataFrame:
+    """A row per recipe, held-out lab and test-time method: the recipe's ``stain_jitter``, the images, each metric
+    of :data:`SHOWN` with its 95% bootstrap interval, and (against the first recipe, the baseline, on the same
+    cells) the change in macro-F1 and McNemar's p on the two models' errors."""
+    folders = {name: lolo_folder(folder) for name, folder in recipes.items()}
+    rounds = {name: [c for c in lolo.load_cells(folder) if c.images == lolo.HELD_OUT] for name, folder in folders.items()}
+    baseline = next(iter(folders))
+    first = {(c.tested_on, c.method): c.evaluation for c in rounds[baseline]}
+    rows = []
+    for name, cells in rounds.items():
+        record = json.loads((folders[name] / lolo.RECORD).read_text(encoding="utf-8"))
+        for cell in cells:
+            ev = cell.evaluation
+            ci = evaluation.evaluation_ci(ev, n=n, seed=seed)
+            row = {"recipe": name, "stain_jitter": record["settings"]["train"].get("stain_jitter", 0.0),
+                   "held out": cell.tested_on, "method": cell.method, "trained on": cell.trained_on,
+                   "images": len(ev.y_true)}
+            for metric in SHOWN:
+                row[metric] = ci.loc[metric, "value"]
+                row[f"{metric}_low"], row[f"{metric}_high"] = ci.loc[metric, "low"], ci.loc[metric, "high"]
+            base = first.get((cell.tested_on, cell.method))
+            if base is not None and name != baseline:
+                if not np.array_equal(base.ids, ev.ids):
+                    raise ValueError(f"{cell.tested_on}: recipes {baseline} and {name} were scored on other images")
+                row["macro_f1_change"] = row["macro_f1"] - evaluation.metrics(base.y_true, base.y_prob,
+                                                                              base.classes)["macro_f1"]
+                row["mcnemar_p"] = evaluation.mcnemar(ev.y_true, base.y_pred, ev.y_pred)["p_value"]
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def chosen(table: pd.DataFrame) -> tuple[str, pd.Series]:
+    """The recipe with the best macro-F1 averaged over the held-out labs without adaptation, and each recipe's
+    mean (in the table's order)."""
+    means = table[table["method"] == "none"].groupby("recipe", sort=False)["macro_f1"].mean()
+    return str(means.idxmax()), means
+
+
+def read_recipes(root: Path | None = None) -> pd.DataFrame | None:
+    """The committed comparison of the checkout, or None before any was made."""
+    path = (root or config.project_root()) / RECIPE_TABLE
+    return pd.read_csv(path) if path.is_file() else None
+
+
+def display_recipes(table: pd.DataFrame) -> pd.DataFrame:
+    """The comparison as a reader wants it: per held-out lab and method, a column per recipe, "0.912 [0.881, 0.940]"
+    (macro-F1), then each later recipe's change and McNemar's p."""
+    shown = table.assign(**{"macro-F1": [f"{v:.3f} [{lo:.3f}, {hi:.3f}]" for v, lo, hi in
+                                         zip(table["macro_f1"], table["macro_f1_low"], table["macro_f1_high"])]})
+    wide = shown.pivot_table(index=["held out", "method"], columns="recipe", values="macro-F1", aggfunc="first",
+                             sort=False)
+    for name in list(dict.fromkeys(table["recipe"]))[1:]:
+        part = table[table["recipe"] == name].set_index(["held out", "method"])
+        wide[f"{name}: change"] = part["macro_f1_change"].map("{:+.3f}".format)
+        wide[f"{name}: McNemar p"] = part["mcnemar_p"].map(format_p)
+    return wide
+
+
+def recipe_sentence(table: pd.DataFrame | None, stain_jitter: float) -> str:
+    """How this run's training recipe was chosen, in words, from the committed comparison."""
+    if table is None:
+        return (f"This run trained with stain_jitter={stain_jitter:g}. No recipe comparison is committed yet "
+                f"(`benchmarks/lolo_recipes.py`), so this recipe was not chosen by one.")
+    best, means = chosen(table)
+    jitter = dict(zip(table["recipe"], table["stain_jitter"]))
+    listed = ", ".join(f"{name} (stain_jitter={jitter[name]:g}) {value:.3f}" for name, value in means.items())
+    ran = [name for name, value in jitter.items() if np.isclose(value, stain_jitter)]
+    agree = ("this run trained it" if best in ran else
+             f"this run trained stain_jitter={stain_jitter:g} instead, so it is not the chosen recipe")
+    return (f"Mean leave-one-lab-out macro-F1 without adaptation, per training recipe (`{RECIPE_TABLE.as_posix()}`): "
+            f"{listed}. The best, **{best}**, is the full profile's recipe; {agree}. It was chosen on these three "
+            f"labs' rounds, so its numbers here are optimistic by that choice; only labs outside the project test "
+            f"the published model.")
