@@ -286,6 +286,21 @@ def test_save_load_round_trip_is_atomic_and_strict_json(tmp_path):
     assert list(table.columns[:3]) == ["id", "true", "pred"] and "prob_A" in table and "fold" in table
 
 
+def test_a_compressed_evaluation_reads_back_the_same_float32_probabilities_and_never_changes_bytes(tmp_path):
+    ev = _evaluation()
+    ev = dataclasses.replace(ev, y_prob=ev.y_prob.astype(np.float32))  # what inference returns
+    folder = E.save_evaluation(ev, tmp_path / "cell", n=50, compress=True)
+    assert sorted(p.name for p in folder.iterdir()) == ["metrics.json", "predictions.csv.gz"]
+    first = (folder / "predictions.csv.gz").read_bytes()
+    back = E.load_evaluation(folder)
+    np.testing.assert_array_equal(back.y_prob.astype(np.float32), ev.y_prob)  # 9 digits hold a float32
+    np.testing.assert_array_equal(back.ids, ev.ids)
+    E.save_evaluation(ev, folder, n=50, compress=True)
+    assert (folder / "predictions.csv.gz").read_bytes() == first  # no time stamp in the gzip header
+    E.save_evaluation(ev, folder, n=50)  # saved again uncompressed: one copy, never two that could disagree
+    assert sorted(p.name for p in folder.iterdir()) == ["metrics.json", "predictions.csv"]
+
+
 def test_load_errors_name_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="metrics.json"):
         E.load_evaluation(tmp_path)

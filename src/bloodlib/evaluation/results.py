@@ -3,6 +3,7 @@ written by the training notebooks and read back by the comparison."""
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import json
 import math
 import os
@@ -19,6 +20,7 @@ from bloodlib.evaluation.significance import fold_summary
 from bloodlib.utils import fileio
 
 PREDICTIONS = "predictions.csv"
+COMPRESSED = PREDICTIONS + ".gz"  # the same table gzipped: what an evaluation of many thousand images writes
 METRICS = "metrics.json"
 
 
@@ -149,9 +151,11 @@ def summarize(ev: Evaluation, *, n: int = 2000, seed: int = 0, alpha: float = 0.
 
 
 def save_evaluation(ev: Evaluation, folder: str | os.PathLike, *, n: int = 2000, seed: int = 0,
-                    alpha: float = 0.05) -> Path:
+                    alpha: float = 0.05, compress: bool = False) -> Path:
     """Write ``folder/predictions.csv`` (id, true, pred, prob_<class>..., fold, repeat, group) and
-    ``folder/metrics.json``."""
+    ``folder/metrics.json``; with ``compress``, ``predictions.csv.gz`` instead (byte for byte the same on every
+    run: no time stamp). Probabilities are written with the digits their type holds (9 for float32, 17 else), so
+    that they read back as the same numbers."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     table = pd.DataFrame({"id": ev.ids, "true": np.asarray(ev.classes)[ev.y_true],
@@ -164,7 +168,15 @@ def save_evaluation(ev: Evaluation, folder: str | os.PathLike, *, n: int = 2000,
         table["repeat"] = ev.repeat
     if ev.groups is not None:
         table["group"] = ev.groups
-    fileio.write_text(folder / PREDICTIONS, table.to_csv(index=False, float_format="%.17g"))
+    digits = 9 if np.asarray(ev.y_prob).dtype == np.float32 else 17
+    text = table.to_csv(index=False, float_format=f"%.{digits}g")
+    if compress:
+        with fileio.atomic_path(folder / COMPRESSED) as tmp:
+            tmp.write_bytes(gzip.compress(text.encode("utf-8"), mtime=0))
+        (folder / PREDICTIONS).unlink(missing_ok=True)
+    else:
+        fileio.write_text(folder / PREDICTIONS, text)
+        (folder / COMPRESSED).unlink(missing_ok=True)
     summary = summarize(ev, n=n, seed=seed, alpha=alpha)
     fileio.write_text(folder / METRICS, json.dumps(jsonable(summary), indent=2, allow_nan=False) + "\n")
     return folder
@@ -174,6 +186,8 @@ def load_evaluation(folder: str | os.PathLike) -> Evaluation:
     """Read back what :func:`save_evaluation` wrote."""
     folder = Path(folder)
     metrics_path, predictions_path = folder / METRICS, folder / PREDICTIONS
+    if not predictions_path.is_file() and (folder / COMPRESSED).is_file():
+        predictions_path = folder / COMPRESSED  # pandas reads it by its name
     for path in (metrics_path, predictions_path):
         if not path.is_file():
             raise FileNotFoundError(f"{path}: missing; is {folder} a saved evaluation?")

@@ -47,7 +47,8 @@ def compare(recipes: Mapping[str, str | Path], *, n: int = 2000, seed: int = 42)
     of :data:`SHOWN` with its 95% bootstrap interval, and (against the first recipe, the baseline, on the same
     cells) the change in macro-F1 and McNemar's p on the two models' errors."""
     folders = {name: lolo_folder(folder) for name, folder in recipes.items()}
-    rounds = {name: [c for c in lolo.load_cells(folder) if c.images == lolo.HELD_OUT] for name, folder in folders.items()}
+    rounds = {name: [c for c in lolo.load_cells(folder) if c.images == lolo.HELD_OUT]
+              for name, folder in folders.items()}
     baseline = next(iter(folders))
     first = {(c.tested_on, c.method): c.evaluation for c in rounds[baseline]}
     rows = []

@@ -90,8 +90,8 @@ def cross_cell(checkpoint: Path, target: config.Settings, trained_on: str, adapt
 
 
 def save_cells(cells: list[Cell], folder: Path, *, n: int = 2000, seed: int = 0) -> None:
-    """Each cell's predictions and metrics (:func:`bloodlib.evaluation.save_evaluation`) in a folder of its own
-    under ``folder``, with what the cell is in the evaluation's ``extra``."""
+    """Each cell's predictions (gzipped) and metrics (:func:`bloodlib.evaluation.save_evaluation`) in a folder of
+    its own under ``folder``, with what the cell is in the evaluation's ``extra``."""
     for cell in cells:
         what = dict(trained_on=cell.trained_on, tested_on=cell.tested_on, images=cell.images, method=cell.method,
                     notes=cell.notes)
@@ -100,7 +100,8 @@ def save_cells(cells: list[Cell], folder: Path, *, n: int = 2000, seed: int = 0)
         # the checkpoint's path as the report may show it (relative to the checkout, or named by its variable)
         extra = paths.portable_values({**cell.evaluation.extra, "cell": what}, config.project_root())
         ev = dataclasses.replace(cell.evaluation, extra=extra)
-        evaluation.save_evaluation(ev, Path(folder) / name, n=n, seed=seed)
+        # compressed: a cell holds every image of a lab, and the committed report keeps them all
+        evaluation.save_evaluation(ev, Path(folder) / name, n=n, seed=seed, compress=True)
 
 
 def load_cells(folder: Path) -> list[Cell]:
