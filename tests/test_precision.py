@@ -26,3 +26,5 @@ def test_overrides_win_on_every_device():
     assert choose_precision("alexnet", torch.device("cuda")) == Precision(torch.float16, True)
     assert choose_precision("alexnet", torch.device("cuda"), channels_last=False) == Precision(torch.float16, False)
     assert choose_precision("resnet18", torch.device("mps")) == Precision(None, False)
+    # what a search pins: fp32 on CUDA as on the CPU (no autocast; the training context turns TF32 off)
+    assert choose_precision("resnet18", torch.device("cuda"), cuda_autocast=False) == Precision(None, True)

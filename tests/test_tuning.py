@@ -16,6 +16,7 @@ from bloodlib import config
 from bloodlib.data import splits
 from bloodlib.data.datasets import Prepared
 from bloodlib.data.synthetic import toy_imageset
+from bloodlib.models import precision
 from bloodlib.tuning import objective, search, space
 from conftest import REPO
 
@@ -129,6 +130,13 @@ def test_a_changed_protocol_starts_a_new_study(tmp_path):
                             folds=2, model="resnet18")
     assert search.study_name(settings, "resnet18") != search.study_name(longer, "resnet18")
     assert search.study_name(settings, "resnet18") == search.study_name(dataclasses.replace(settings), "resnet18")
+
+
+def test_a_search_trains_in_fp32_on_a_gpu_too(tmp_path):
+    settings = search.search_settings(prepared_toy(tmp_path, folds=2).settings.for_model("resnet18"))
+    assert settings.train.cuda_autocast is False and settings.train.cpu_bf16 is False
+    with precision.deterministic():
+        assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
 
 
 def test_every_searched_knob_is_a_recipe_field_and_builds_its_model():

@@ -127,6 +127,7 @@ class TrainConfig:
     eval_batch_size: int = 128
     channels_last: bool | None = None  # None: on CUDA yes, on CPU where precision.CPU_SPEEDUPS measured a gain
     cpu_bf16: bool | None = None  # None: bf16 autocast on CPU where precision.CPU_SPEEDUPS measured a gain
+    cuda_autocast: bool = True  # CUDA: fp16 autocast (fast); False: fp32 there too, TF32 off (a search pins it)
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "patience", "eval_batch_size"):

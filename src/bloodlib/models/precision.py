@@ -36,14 +36,15 @@ class Precision:
 
 
 def choose_precision(model_name: str, device: torch.device, *, channels_last: bool | None = None,
-                     cpu_bf16: bool | None = None) -> Precision:
-    """CUDA: fp16 autocast and channels_last. CPU: bf16 and channels_last only where measured faster for
-    this model (:data:`CPU_SPEEDUPS`) and, for bf16, only on CPUs with native bf16. MPS: fp32.
+                     cpu_bf16: bool | None = None, cuda_autocast: bool = True) -> Precision:
+    """CUDA: fp16 autocast (fp32 without ``cuda_autocast``) and channels_last. CPU: bf16 and channels_last only
+    where measured faster for this model (:data:`CPU_SPEEDUPS`) and, for bf16, only on CPUs with native bf16.
+    MPS: fp32.
 
     ``channels_last`` and ``cpu_bf16`` (TrainConfig's fields of those names) override the choice when not None.
     """
     if device.type == "cuda":
-        return Precision(torch.float16, True if channels_last is None else channels_last)
+        return Precision(torch.float16 if cuda_autocast else None, True if channels_last is None else channels_last)
     if device.type != "cpu":
         return Precision(None, bool(channels_last))
     measured = CPU_SPEEDUPS.get(model_name, {})
@@ -63,13 +64,16 @@ def autocast_for(device: torch.device, precision: Precision):
 
 @contextlib.contextmanager
 def deterministic():
-    """Deterministic algorithms while training (warn, not fail, where an op has none), then as before."""
+    """Deterministic algorithms while training (warn, not fail, where an op has none), and no TF32 on CUDA (fp32
+    means fp32: cuDNN's convolutions would otherwise round to TF32), then as before."""
     saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-             torch.backends.cudnn.benchmark)
+             torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     try:
         yield
     finally:
         torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
-        torch.backends.cudnn.benchmark = saved[2]
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32 = saved[2], saved[3]
+        torch.backends.cuda.matmul.allow_tf32 = saved[4]

@@ -288,7 +288,8 @@ def fit(model: nn.Module, data: ImageSet, train_idx, val_idx, cfg: TrainConfig, 
     if len(val_idx) == 0:
         raise ValueError("fit needs validation images (val_idx is empty) to validate every epoch")
     config.seed_everything(cfg.seed)
-    precision = choose_precision(model.model_name, device, channels_last=cfg.channels_last, cpu_bf16=cfg.cpu_bf16)
+    precision = choose_precision(model.model_name, device, channels_last=cfg.channels_last, cpu_bf16=cfg.cpu_bf16,
+                                 cuda_autocast=cfg.cuda_autocast)
     metadata = _run_metadata(model, data, cfg, precision, metadata)
     out_dir = Path(out_dir) if out_dir is not None else None
     model.to(device, memory_format=torch.channels_last if precision.channels_last else torch.contiguous_format)

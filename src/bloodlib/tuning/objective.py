@@ -35,6 +35,7 @@ class Score:
     image_epochs: int  # training images seen, over every split and epoch run
     seconds: float
     precision: str
+    device: str = ""
 
 
 def cross_validated_score(data: ImageSet, planned: list[Split], settings: config.Settings, model_name: str,
@@ -68,7 +69,7 @@ def cross_validated_score(data: ImageSet, planned: list[Split], settings: config
         image_epochs += per_epoch * len(fit.history)
         seconds += fit.train_seconds
         precision = fit.precision
-    return Score(float(np.mean(done)), done, image_epochs, seconds, precision)
+    return Score(float(np.mean(done)), done, image_epochs, seconds, precision, fit.device)
 
 
 def images_per_epoch(data: ImageSet, split: Split, cfg: config.TrainConfig) -> int:

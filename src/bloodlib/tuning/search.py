@@ -42,7 +42,7 @@ RESULTS = Path("benchmarks") / "results" / "tuning"  # relative to the checkout
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 # TrainConfig fields added after the first search began, with the value that trains exactly as before they existed:
 # at that value they stay out of the protocol (and the study's name), so that a search resumes across the change
-ADDED_LATER = {"stain_jitter": 0.0}
+ADDED_LATER = {"stain_jitter": 0.0, "cuda_autocast": False}  # cuda_autocast: every search pins False
 
 
 def default_storage(root: Path | None = None) -> str:
@@ -51,10 +51,11 @@ def default_storage(root: Path | None = None) -> str:
 
 
 def search_settings(settings: config.Settings, *, cpu_bf16: bool = False) -> config.Settings:
-    """``settings`` with the precision pinned: fp32 on every CPU unless ``cpu_bf16`` (then bf16 autocast), so that
-    trials run on different machines (with and without native bf16) score the same way. Precision is part of
-    the recipe: a bf16 search is another study."""
-    return dataclasses.replace(settings, train=dataclasses.replace(settings.train, cpu_bf16=cpu_bf16))
+    """``settings`` with the precision pinned: fp32 on every CPU unless ``cpu_bf16`` (then bf16 autocast), and fp32
+    on CUDA too (no autocast, no TF32), so that trials run on different machines (with and without native bf16, or a
+    GPU) score the same way. Precision is part of the recipe: a bf16 search is another study (CPUs only)."""
+    return dataclasses.replace(settings, train=dataclasses.replace(settings.train, cpu_bf16=cpu_bf16,
+                                                                   cuda_autocast=False))
 
 
 def protocol(settings: config.Settings, model: str) -> dict:
@@ -104,6 +105,9 @@ def objective(prepared: Prepared, model: str, *, cpu_bf16: bool = False,
               progress: bool = False) -> Callable[[optuna.Trial], float]:
     """The function an Optuna study maximises for ``model``: fold-mean validation macro-F1 of the drawn recipe."""
     settings = search_settings(prepared.settings.for_model(model), cpu_bf16=cpu_bf16)
+    if cpu_bf16 and config.select_device(None).type != "cpu":
+        raise ValueError(f"a bf16 search (--cpu-bf16) trains on CPUs with native bf16; this machine would train on "
+                         f"{config.select_device(None).type}")
 
     def run(trial: optuna.Trial) -> float:
         overrides = space.suggest(trial, model)
@@ -125,6 +129,7 @@ def objective(prepared: Prepared, model: str, *, cpu_bf16: bool = False,
         trial.set_user_attr("image_epochs", score.image_epochs)
         trial.set_user_attr("train_seconds", score.seconds)
         trial.set_user_attr("precision", score.precision)
+        trial.set_user_attr("device", score.device)
         return score.value
     return run
 
@@ -182,6 +187,8 @@ def trials_table(studies: dict[str, optuna.Study]) -> pd.DataFrame:
                                validation_macro_f1=trial.value, per_split=json.dumps(attrs.get("per_split")),
                                image_epochs=attrs.get("image_epochs"), seconds=seconds,
                                pruned_at_step=attrs.get("pruned_at_step"), precision=attrs.get("precision"),
+                               # trials made before the device was recorded all trained on CPUs
+                               device=attrs.get("device", "cpu") if trial.state.is_finished() else None,
                                diverged=attrs.get("diverged"), note=attrs.get("stopped"),
                                **{f"param_{k}": v for k, v in trial.params.items()}))
     return pd.DataFrame(frames)
