@@ -90,7 +90,8 @@ labsets.side_by_side(data, per_class=3, seed=settings.seed)
 #
 # The study's loop (`bloodlib.training.train.fit`) with the layered recipe, each model seeded as the training
 # notebooks seed their splits. Per model and training lab: its images in each part, the training positions one epoch
-# holds (equal for every training lab), the kept epoch and its validation macro-F1.
+# holds (equal for every training lab; a lab alone, or beside all others, gets at least what each lab got in a LOLO
+# round, so that no model is short of steps), the kept epoch and its validation macro-F1.
 
 # %%
 result = lolo.leave_one_lab_out(data, model_name, settings, methods=methods, single_lab=single_lab,

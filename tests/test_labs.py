@@ -194,6 +194,11 @@ def test_a_tiny_lolo_run_scores_every_lab_and_its_saved_predictions_recompute_ev
     trained = lolo.training_table(result)
     for name in ("smears+clinic", "atlas+clinic", "atlas+smears"):
         assert trained.loc[name, "positions per epoch"].nunique() == 1  # lab-balanced epochs, as fit trained them
+    rounds = ("smears+clinic", "atlas+clinic", "atlas+smears")
+    share = max(trained.loc[name, "positions per epoch"].max() for name in rounds)
+    for lab in assembled.labs:  # a lab alone gets the steps a LOLO round gave each lab, not its own few
+        assert trained.loc[lab, "positions per epoch"].tolist() == [share]
+    assert (trained.loc["atlas+smears+clinic", "positions per epoch"] >= share).all()
     assert (result.folder / "atlas+smears" / "best.pt").is_file()
     record = json.loads((result.folder / lolo.RECORD).read_text())
     assert record["settings"]["image_size"] == 16 and record["methods"] == ["none", both]

@@ -41,6 +41,7 @@ class LabSet(ImageSet):
     # trained or scored on
     unlabelled: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
     seed: int = 0  # which positions round out a lab's share of an epoch (training_indices)
+    lab_share: int = 0  # each training lab's positions per epoch at least (0: the largest training lab's count)
 
     def __post_init__(self):
         super().__post_init__()
@@ -64,16 +65,17 @@ class LabSet(ImageSet):
         """Training positions in which every lab weighs the same and, within a lab, every class about the same.
 
         Within each lab the rare classes are repeated by ImageSet's rule (``round(largest / count)`` times); each
-        lab's positions are then repeated, in a seeded order, up to the largest lab's count: whole copies, and
-        the remainder a seeded draw without replacement. Without ``oversample`` the positions are returned as
-        they are, as ImageSet does."""
+        lab's positions are then repeated, in a seeded order, up to the largest lab's count (or ``lab_share``, if
+        larger: a lab alone then gets the steps it would get beside others): whole copies, and the remainder a
+        seeded draw without replacement. Without ``oversample`` the positions are returned as they are, as
+        ImageSet does."""
         train = np.asarray(train, dtype=int)
         if not oversample or len(train) == 0:
             return train
         present = set(self.lab_of(train))
         by_lab = [super(LabSet, self).training_indices(train[self.lab_of(train) == lab])
                   for lab in self.labs if lab in present]
-        target = max(len(positions) for positions in by_lab)
+        target = max(self.lab_share, *(len(positions) for positions in by_lab))
         rng = np.random.default_rng(self.seed)
         # np.resize repeats a seeded permutation cyclically: whole copies of the lab, then a random remainder
         return np.concatenate([np.resize(rng.permutation(positions), target) for positions in by_lab])

@@ -104,7 +104,12 @@ def leave_one_lab_out(labs: Sequence[str] | labsets.LabSet, model_name: str, set
         rounds.append((list(data.labs), labsets.all_labs_split(data, seed=settings.seed)))
     result = LOLO(model_name, data, [], [], out_dir)
     for index, (trained_on, split) in enumerate(rounds):
-        trained, model = train_model(data, split, trained_on, model_name, settings, index, out_dir, progress, resume)
+        training = data
+        if index >= len(data.labs):  # a lab alone, or all: each lab gets at least the share it got in a LOLO round
+            share = max(n for t in result.trained[:len(data.labs)] for n in t.positions_per_epoch.values())
+            training = dataclasses.replace(data, lab_share=share)
+        trained, model = train_model(training, split, trained_on, model_name, settings, index, out_dir, progress,
+                                     resume)
         result.trained.append(trained)
         if index < len(data.labs):  # a LOLO round: the held-out lab, whole
             tested = [(lab, data.positions(lab), HELD_OUT) for lab in data.labs if lab not in trained_on]
