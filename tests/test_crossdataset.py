@@ -3,6 +3,7 @@ spellings and other classes; AdaBN and stain normalisation; real BCCD (and PBC) 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +97,19 @@ def test_scores_the_shared_classes_and_says_what_was_left_out(lab):
     assert list(evaluation.per_class_table(ev.y_true, ev.y_prob, ev.classes)["support"]) == [PER_CLASS] * 3
     counts, _ = evaluation.confusion_tables(ev.y_true, ev.y_prob, ev.classes)
     assert counts.to_numpy().sum() == 3 * PER_CLASS
+
+
+def test_an_image_without_a_stained_cell_is_scored_and_said(lab, tmp_path):
+    target = tmp_path / "target"
+    shutil.copytree(lab["target"], target)
+    blank = next(p for p in sorted(target.iterdir()) if p.is_dir())
+    Image.new("RGB", (48, 48), (228, 226, 224)).save(blank / "no-cell.png")  # a field with no white cell
+    ev, details = crossdataset.evaluate_checkpoint(lab["checkpoint"], config.resolve("smoke", None, lab["out"],
+                                                   dataset=f"folder:{target}"), device="cpu")
+    assert "no-cell.png" in " ".join(map(str, ev.ids))
+    # the toy cells of some classes are not purple either: each image cut to its centre is counted
+    (note,) = [note for note in details.notes if "show no stained cell" in note]
+    assert int(note.split()[0]) >= 1 and f"of the {len(ev.ids)} images scored" in note
 
 
 def test_restricted_probabilities_are_the_softmax_of_the_shared_logits(lab):

@@ -126,6 +126,11 @@ def evaluate_checkpoint(checkpoint: str | Path, settings: config.Settings, *, ad
         dataset=target.dataset, mode=target.mode, image_size=tuple(metadata["image_size"]), split=split,
         classes=shared, model_only=[c for c in metadata["classes"] if classes.canonical(c) not in shared],
         dataset_left_out=left_out, n_selected=len(selected), n_images=len(scored), adapt=steps, notes=[])
+    if target.mode == "crop" and "box_source" in data.rows:  # a folder of the user's: framed by the stain
+        centred = int((data.rows["box_source"].to_numpy()[scored] == "centre").sum())
+        if centred:
+            details.notes.append(f"{centred} of the {len(scored)} images scored show no stained cell: each was cut "
+                                 f"to its centred square, not around a white cell (bloodlib.data.images.stain_box)")
 
     def score(net: nn.Module, pixels: torch.Tensor, adapted: list[str]) -> evaluation.Evaluation:
         logits = predict_logits(net, pixels, batch_size=batch_size, device=device)
