@@ -79,6 +79,7 @@ backbone_lr_scale = None  # fine-tuning: the backbone's learning rate relative t
 eval_batch_size = None
 channels_last = None    # None: chosen for the device
 cpu_bf16 = None         # None: chosen for the CPU and model
+cuda_autocast = None    # None: fp16 autocast on CUDA; False: fp32 there too (no TF32)
 
 # %%
 import pandas as pd
