@@ -11,7 +11,9 @@ thread), for example:
     python benchmarks/lolo_recipes.py plain=outputs/lolo-plain hed-0.05=outputs/lolo-hed \\
         --table benchmarks/results/lolo_recipes.csv
 
-The first recipe is the baseline. The table (per recipe, held-out lab and test-time method: macro-F1 and balanced
+Each run's ``lolo/resnet18`` folder (``lolo.json`` and ``cells/``, predictions gzipped; no checkpoint) is kept
+under ``benchmarks/results/lolo_runs/<recipe>/``, so the table can be made again without the runs' folders. The first
+recipe is the baseline. The table (per recipe, held-out lab and test-time method: macro-F1 and balanced
 accuracy with 95% bootstrap intervals, the change against the baseline and McNemar's p on the same cells) is what
 notebook 09 shows; the recipe with the best mean macro-F1 without adaptation is the full profile's.
 """
