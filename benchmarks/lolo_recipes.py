@@ -20,7 +20,6 @@ notebook 09 shows; the recipe with the best mean macro-F1 without adaptation is 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -52,4 +51,3 @@ def main(argv=None) -> pd.DataFrame:
 
 if __name__ == "__main__":
     main()
-    sys.exit(0)

@@ -11,7 +11,7 @@ from bloodlib import config, evaluation
 from bloodlib.evaluation.significance import format_p
 from bloodlib.evaluation.crossdataset import ADAPTATIONS, SHOWN, evaluate_checkpoint, summary
 from bloodlib.models.checkpoints import CheckpointError
-from bloodlib.pipeline.published_models import NAMED, resolve
+from bloodlib.pipeline.published_models import CHECKPOINT_HELP, resolve
 
 
 def format_text(report: dict) -> str:
@@ -62,9 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "both share, prepared at the checkpoint's size and mode; accuracy, balanced accuracy "
                           "and macro-F1 with 95% bootstrap intervals, recall per class. What is left out on "
                           "each side is said.")
-    parser.add_argument("--checkpoint", "-c", required=True,
-                        help="best.pt written by training, or a model of the published report by name: "
-                             + "; ".join(f"{n} ({what})" for n, what in NAMED.items()))
+    parser.add_argument("--checkpoint", "-c", required=True, help=CHECKPOINT_HELP)
     parser.add_argument("--dataset", required=True,
                         help="the notebooks' dataset parameter: bccd, pbc, deepapl, kaggle-augmented, folder:/path, "
                              "csv:/path/list.csv (see the README)")
@@ -87,7 +85,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     """Print the scores; exit code 0, 1 when the dataset cannot be scored, 2 when the checkpoint is unusable."""
     try:
-        checkpoint = resolve(args.checkpoint, config.project_root() / "report")
+        checkpoint = resolve(args.checkpoint)
     except FileNotFoundError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -8,10 +8,10 @@ import json
 import sys
 from pathlib import Path
 
-from bloodlib.config import project_root, select_device
+from bloodlib.config import select_device
 from bloodlib.models.checkpoints import CheckpointError, load_model
 from bloodlib.models.inference import predict_files
-from bloodlib.pipeline.published_models import NAMED, resolve
+from bloodlib.pipeline.published_models import CHECKPOINT_HELP, resolve
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,9 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "stderr): a model reads another lab's cells badly without showing it in its "
                           "probabilities.")
     parser.add_argument("images", nargs="+", type=Path, help="image files (JPEG, PNG, ...)")
-    parser.add_argument("--checkpoint", "-c", required=True,
-                        help="best.pt written by training, or a model of the published report by name: "
-                             + "; ".join(f"{n} ({what})" for n, what in NAMED.items()))
+    parser.add_argument("--checkpoint", "-c", required=True, help=CHECKPOINT_HELP)
     parser.add_argument("--mode", choices=("full", "crop"),
                         help="how images are framed: the checkpoint's own mode (the default) is the only one "
                              "it can use; a different one is refused")
@@ -39,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     """Classify ``args.images``; exit code 0, 1 if any image failed, 2 if the checkpoint is unusable."""
     try:
-        args.checkpoint = resolve(args.checkpoint, project_root() / "report")
+        args.checkpoint = resolve(args.checkpoint)
         model = load_model(args.checkpoint)
     except (CheckpointError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -26,12 +26,10 @@ SHOWN = ("macro_f1", "balanced_accuracy")
 
 
 def lolo_folder(path: str | Path) -> Path:
-    """The ``lolo/<model>`` folder of a report folder, a run folder, or that folder itself."""
+    """The ``lolo/<model>`` folder of a report folder holding one run, a run folder, or that folder itself."""
     path = Path(path)
     if (path / lolo.RECORD).is_file():
         return path
-    if (path / "published.json").is_file():
-        path = path / json.loads((path / "published.json").read_text(encoding="utf-8"))["run"]
     found = (sorted(path.glob(f"{lolo.FOLDER}/*/{lolo.RECORD}"))
              or sorted(path.glob(f"runs/*/{lolo.FOLDER}/*/{lolo.RECORD}")))
     if not found:
@@ -49,9 +47,9 @@ def compare(recipes: Mapping[str, str | Path], *, n: int = 2000, seed: int = 42)
     folders = {name: lolo_folder(folder) for name, folder in recipes.items()}
     rounds = {name: [c for c in lolo.load_cells(folder) if c.images == lolo.HELD_OUT]
               for name, folder in folders.items()}
-    baseline = next(iter(folders))
+    baseline = next(iter(folders))  # its rows come first: the later recipes' changes read them
     first = {(c.tested_on, c.method): c.evaluation for c in rounds[baseline]}
-    rows = []
+    baseline_f1, rows = {}, []
     for name, cells in rounds.items():
         record = json.loads((folders[name] / lolo.RECORD).read_text(encoding="utf-8"))
         for cell in cells:
@@ -63,12 +61,13 @@ def compare(recipes: Mapping[str, str | Path], *, n: int = 2000, seed: int = 42)
             for metric in SHOWN:
                 row[metric] = ci.loc[metric, "value"]
                 row[f"{metric}_low"], row[f"{metric}_high"] = ci.loc[metric, "low"], ci.loc[metric, "high"]
-            base = first.get((cell.tested_on, cell.method))
-            if base is not None and name != baseline:
+            key, base = (cell.tested_on, cell.method), first.get((cell.tested_on, cell.method))
+            if name == baseline:
+                baseline_f1[key] = row["macro_f1"]
+            elif base is not None:
                 if not np.array_equal(base.ids, ev.ids):
                     raise ValueError(f"{cell.tested_on}: recipes {baseline} and {name} were scored on other images")
-                row["macro_f1_change"] = row["macro_f1"] - evaluation.metrics(base.y_true, base.y_prob,
-                                                                              base.classes)["macro_f1"]
+                row["macro_f1_change"] = row["macro_f1"] - baseline_f1[key]
                 row["mcnemar_p"] = evaluation.mcnemar(ev.y_true, base.y_pred, ev.y_pred)["p_value"]
             rows.append(row)
     return pd.DataFrame(rows)

@@ -389,8 +389,9 @@ def _mark_kept(state: dict, row: dict) -> None:
 
 def _update_kept(state: dict, row: dict, model: nn.Module, metadata: dict, out_dir: Path | None,
                  cfg: TrainConfig, familiar: tuple | None = None) -> dict | None:
-    # familiar: (stain reference, this epoch's probabilities of the validation sample), for best.pt's reference
-    """The epoch to keep (:func:`track_best`, or the schedule's last) saves best.pt and returns the weights."""
+    """The epoch to keep (:func:`track_best`, or the schedule's last) saves best.pt and returns the weights;
+    ``familiar`` (stain reference, this epoch's probabilities of the validation sample) goes into best.pt's
+    familiarity reference."""
     if cfg.keep_epoch == "best":
         keep = track_best(state, row)
     else:

@@ -105,9 +105,10 @@ def objective(prepared: Prepared, model: str, *, cpu_bf16: bool = False,
               progress: bool = False) -> Callable[[optuna.Trial], float]:
     """The function an Optuna study maximises for ``model``: fold-mean validation macro-F1 of the drawn recipe."""
     settings = search_settings(prepared.settings.for_model(model), cpu_bf16=cpu_bf16)
-    if cpu_bf16 and config.select_device(None).type != "cpu":
+    device = config.select_device(None)
+    if cpu_bf16 and device.type != "cpu":
         raise ValueError(f"a bf16 search (--cpu-bf16) trains on CPUs with native bf16; this machine would train on "
-                         f"{config.select_device(None).type}")
+                         f"{device.type}")
 
     def run(trial: optuna.Trial) -> float:
         overrides = space.suggest(trial, model)
