@@ -8,10 +8,12 @@ thread), for example:
         -p single_lab False -p all_labs False
     OMP_NUM_THREADS=2 python -m bloodlib run --profile full --report-dir outputs/lolo-hed 09_any_lab \\
         -p single_lab False -p all_labs False -p stain_jitter 0.05
-    python benchmarks/lolo_recipes.py plain=outputs/lolo-plain hed-0.05=outputs/lolo-hed \\
+    OMP_NUM_THREADS=2 python -m bloodlib run --profile full --report-dir outputs/lolo-gn 09_any_lab \\
+        -p single_lab False -p all_labs False -p model_name resnet18_gn
+    python benchmarks/lolo_recipes.py plain=outputs/lolo-plain hed-0.05=outputs/lolo-hed gn=outputs/lolo-gn \\
         --table benchmarks/results/lolo_recipes.csv
 
-Each run's ``lolo/resnet18`` folder (``lolo.json`` and ``cells/``, predictions gzipped; no checkpoint) is kept
+Each run's ``lolo/<model>`` folder (``lolo.json`` and ``cells/``, predictions gzipped; no checkpoint) is kept
 under ``benchmarks/results/lolo_runs/<recipe>/``, so the table can be made again without the runs' folders. The first
 recipe is the baseline. The table (per recipe, held-out lab and test-time method: macro-F1 and balanced
 accuracy with 95% bootstrap intervals, the change against the baseline and McNemar's p on the same cells) is what

@@ -119,7 +119,7 @@ lolo.display_lolo(scores)
 recipe_table = lab_recipes.read_recipes()
 if recipe_table is not None:
     display(lab_recipes.display_recipes(recipe_table))
-Markdown(lab_recipes.recipe_sentence(recipe_table, settings.train.stain_jitter))
+Markdown(lab_recipes.recipe_sentence(recipe_table, model_name, settings.train.stain_jitter))
 
 # %% [markdown]
 # Recall per class: which cell types a lab nobody trained on loses.

@@ -265,6 +265,7 @@ def test_recipes_are_compared_on_the_same_held_out_images(assembled, tmp_path, m
                                                methods=["adabn"], progress=False).folder
     table = lab_recipes.compare({"plain": tmp_path / "plain", "hed": folders["hed"]}, n=50)
     assert len(table) == 2 * 3 * 2 and list(table["stain_jitter"].unique()) == [0.0, 0.05]
+    assert set(table["model"]) == {"tiny"}
     assert table.loc[table["recipe"] == "plain", "mcnemar_p"].isna().all()
     hed = table[table["recipe"] == "hed"]
     assert hed["mcnemar_p"].between(0, 1).all()
@@ -275,8 +276,10 @@ def test_recipes_are_compared_on_the_same_held_out_images(assembled, tmp_path, m
     assert best == means.idxmax() and list(means.index) == ["plain", "hed"]
     shown = lab_recipes.display_recipes(table)
     assert list(shown.columns) == ["plain", "hed", "hed: change", "hed: McNemar p"] and len(shown) == 6
-    sentence = lab_recipes.recipe_sentence(table, 0.05)
+    sentence = lab_recipes.recipe_sentence(table, "tiny", 0.05)
     assert f"**{best}**" in sentence and ("this run trained it" in sentence) == (best == "hed")
-    assert "No recipe comparison" in lab_recipes.recipe_sentence(None, 0.0)
+    assert "(tiny, stain_jitter=0.05)" in sentence
+    assert "this run trained other, stain_jitter=0.05 instead" in lab_recipes.recipe_sentence(table, "other", 0.05)
+    assert "No recipe comparison" in lab_recipes.recipe_sentence(None, "tiny", 0.0)
     with pytest.raises(FileNotFoundError, match="no leave-one-lab-out run"):
         lab_recipes.lolo_folder(tmp_path / "nothing")

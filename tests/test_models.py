@@ -95,6 +95,18 @@ def test_pretrained_imagenet_offline_raises_clearly(offline):
         create_model("efficientnet_b0", 4, pretrained="imagenet")
 
 
+def test_the_groupnorm_resnet_has_no_batchnorm_and_no_imagenet_weights(monkeypatch):
+    """Its normalisation keeps no batch statistics (nothing for AdaBN to re-estimate); ImageNet's weights are
+    BatchNorm's, so asking for them fails at once, without looking in a cache or on the network."""
+    model = create_model("resnet18_gn", 4, pretrained="scratch")
+    kinds = {type(m).__name__ for m in model.modules()}
+    assert "GroupNorm" in kinds and not any("BatchNorm" in kind for kind in kinds)
+    monkeypatch.setattr(factory, "build_model", lambda *a, **k: pytest.fail("weights were looked for"))
+    monkeypatch.setattr(factory, "_host_answers", lambda *a, **k: pytest.fail("a host was probed"))
+    with pytest.raises(PretrainedUnavailableError, match="'resnet18_gn' has no ImageNet weights"):
+        create_model("resnet18_gn", 4, pretrained="imagenet")
+
+
 def test_the_probe_answers_for_a_host_that_listens_and_not_for_one_that_does_not():
     """The real probe, on this machine only (127.0.0.1): a listening port answers, a closed one does not.
     (How long the offline fallback takes is measured by benchmarks/offline_weights.py, not asserted here.)"""

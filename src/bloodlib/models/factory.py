@@ -191,6 +191,8 @@ def _local_caches_only():
 
 def _imagenet(name: str, spec: ModelSpec, num_classes: int, build_kwargs: dict) -> nn.Module:
     """Build with ImageNet weights from a local cache, else from the network if its host answers."""
+    if not spec.weights_host:
+        raise PretrainedUnavailableError(f"{name!r} has no ImageNet weights (its registry entry names none)")
     errors = []
     try:  # torch.hub announces on stderr a download it will not make: keep that quiet
         with _local_caches_only(), redirect_stderr(io.StringIO()):

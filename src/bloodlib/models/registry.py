@@ -30,7 +30,7 @@ class ModelSpec:
     ``notebooks/templates/training.py`` by :mod:`bloodlib.pipeline.notebooks`)."""
     build: Callable[..., nn.Module]  # (num_classes, pretrained, **regularisation) -> model
     min_size: int  # smallest input height/width the built model accepts
-    weights_host: str  # where ImageNet weights are downloaded from (probed before trying)
+    weights_host: str  # where ImageNet weights are downloaded from (probed before trying); "": there are none
     note: str = ""
     title: str = ""  # the notebook's heading: "ResNet-18"
     description: str = ""  # the architecture in a sentence or two (Markdown, one line: the notebook wraps it)
@@ -39,12 +39,13 @@ class ModelSpec:
 
 # --------------------------------------------------------------------------------------------- builders
 
-def _timm_builder(arch: str) -> Callable[..., nn.Module]:
+def _timm_builder(arch: str, **layers) -> Callable[..., nn.Module]:
+    """A builder of timm's ``arch``; ``layers`` (timm's own arguments, such as ``norm_layer``) make a variant."""
     def build(num_classes: int, pretrained: bool, **kwargs) -> nn.Module:
         import timm
 
         # drop_rate, drop_path_rate: timm's own arguments
-        model = timm.create_model(arch, pretrained=pretrained, num_classes=num_classes, **kwargs)
+        model = timm.create_model(arch, pretrained=pretrained, num_classes=num_classes, **layers, **kwargs)
         cfg = getattr(model, "pretrained_cfg", {}) or {}
         model.normalization = {"mean": list(cfg.get("mean", IMAGENET_MEAN)), "std": list(cfg.get("std", IMAGENET_STD))}
         return model
@@ -109,6 +110,16 @@ REGISTRY: dict[str, ModelSpec] = {
         _timm_builder("resnet18"), 16, _HF, title="ResNet-18", citation=_RESNET,
         description="A residual network: 11 million parameters in four stages of 3x3 convolutions with skip "
                     "connections. The workhorse baseline of image classification; here through `timm`."),
+    # GroupNorm normalises each image by itself: no statistics of the training labs' batches are kept for use on
+    # another lab's (Wu and He 2018; for white cells across labs, Tsutsui, Su and Wen, ICASSP 2023). ImageNet's
+    # weights are BatchNorm's, so this variant has none.
+    "resnet18_gn": ModelSpec(
+        _timm_builder("resnet18", norm_layer="groupnorm"), 16, "", title="ResNet-18 with GroupNorm",
+        citation=_RESNET + "; Wu and He, *Group Normalization*, ECCV 2018 "
+                           "([arXiv:1803.08494](https://arxiv.org/abs/1803.08494))",
+        description="ResNet-18 with every BatchNorm replaced by GroupNorm (32 groups): each image is normalised "
+                    "by its own statistics, not by those of the training batches; through `timm`, from scratch "
+                    "only (ImageNet's weights are BatchNorm's)."),
     "resnet50": ModelSpec(
         _timm_builder("resnet50"), 16, _HF, title="ResNet-50", citation=_RESNET,
         description="A deeper residual network: 24 million parameters in four stages of bottleneck blocks "

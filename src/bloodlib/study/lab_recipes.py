@@ -1,5 +1,6 @@
 """Which training recipe travels to a lab it never saw (notebook 09): leave-one-lab-out rounds under several
-training recipes (for example without and with HED stain jitter), compared on the same held-out cells.
+training recipes (for example without and with HED stain jitter, or another network such as GroupNorm's ResNet),
+compared on the same held-out cells.
 
 ``benchmarks/lolo_recipes.py`` reads one notebook-09 run per recipe and writes :func:`compare`'s table,
 ``benchmarks/results/lolo_recipes.csv``, which is committed. :func:`chosen` names the recipe with the best
@@ -41,7 +42,8 @@ def lolo_folder(path: str | Path) -> Path:
 
 
 def compare(recipes: Mapping[str, str | Path], *, n: int = 2000, seed: int = 42) -> pd.DataFrame:
-    """A row per recipe, held-out lab and test-time method: the recipe's ``stain_jitter``, the images, each metric
+    """A row per recipe, held-out lab and test-time method: the recipe's network (``model``) and ``stain_jitter``,
+    the images, each metric
     of :data:`SHOWN` with its 95% bootstrap interval, and (against the first recipe, the baseline, on the same
     cells) the change in macro-F1 and McNemar's p on the two models' errors."""
     folders = {name: lolo_folder(folder) for name, folder in recipes.items()}
@@ -55,7 +57,8 @@ def compare(recipes: Mapping[str, str | Path], *, n: int = 2000, seed: int = 42)
         for cell in cells:
             ev = cell.evaluation
             ci = evaluation.evaluation_ci(ev, n=n, seed=seed)
-            row = {"recipe": name, "stain_jitter": record["settings"]["train"].get("stain_jitter", 0.0),
+            row = {"recipe": name, "model": folders[name].name,  # the run's lolo/<model> folder
+                   "stain_jitter": record["settings"]["train"].get("stain_jitter", 0.0),
                    "held out": cell.tested_on, "method": cell.method, "trained on": cell.trained_on,
                    "images": len(ev.y_true)}
             for metric in SHOWN:
@@ -100,17 +103,21 @@ def display_recipes(table: pd.DataFrame) -> pd.DataFrame:
     return wide
 
 
-def recipe_sentence(table: pd.DataFrame | None, stain_jitter: float) -> str:
-    """How this run's training recipe was chosen, in words, from the committed comparison."""
+def recipe_sentence(table: pd.DataFrame | None, model_name: str, stain_jitter: float) -> str:
+    """How this run's training recipe (``model_name`` trained with ``stain_jitter``) was chosen, in words, from the
+    committed comparison."""
+    this = f"{model_name}, stain_jitter={stain_jitter:g}"
     if table is None:
-        return (f"This run trained with stain_jitter={stain_jitter:g}. No recipe comparison is committed yet "
-                f"(`benchmarks/lolo_recipes.py`), so this recipe was not chosen by one.")
+        return (f"This run trained {this}. No recipe comparison is committed yet (`benchmarks/lolo_recipes.py`), "
+                f"so this recipe was not chosen by one.")
     best, means = chosen(table)
-    jitter = dict(zip(table["recipe"], table["stain_jitter"]))
-    listed = ", ".join(f"{name} (stain_jitter={jitter[name]:g}) {value:.3f}" for name, value in means.items())
-    ran = [name for name, value in jitter.items() if np.isclose(value, stain_jitter)]
+    recipes = table.drop_duplicates("recipe").set_index("recipe")
+    listed = ", ".join(f"{name} ({recipes.at[name, 'model']}, stain_jitter={recipes.at[name, 'stain_jitter']:g}) "
+                       f"{value:.3f}" for name, value in means.items())
+    ran = [name for name, row in recipes.iterrows()
+           if row["model"] == model_name and np.isclose(row["stain_jitter"], stain_jitter)]
     agree = ("this run trained it" if best in ran else
-             f"this run trained stain_jitter={stain_jitter:g} instead, so it is not the chosen recipe")
+             f"this run trained {this} instead, so it is not the chosen recipe")
     return (f"Mean leave-one-lab-out macro-F1 without adaptation, per training recipe (`{RECIPE_TABLE.as_posix()}`): "
             f"{listed}. The best, **{best}**, is the full profile's recipe; {agree}. It was chosen on these three "
             f"labs' rounds, so its numbers here are optimistic by that choice; only labs outside the project test "
