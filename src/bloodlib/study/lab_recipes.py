@@ -57,7 +57,7 @@ def compare(recipes: Mapping[str, str | Path], *, n: int = 2000, seed: int = 42)
         for cell in cells:
             ev = cell.evaluation
             ci = evaluation.evaluation_ci(ev, n=n, seed=seed)
-            row = {"recipe": name, "model": folders[name].name,  # the run's lolo/<model> folder
+            row = {"recipe": name, "model": cell.model,
                    "stain_jitter": record["settings"]["train"].get("stain_jitter", 0.0),
                    "held out": cell.tested_on, "method": cell.method, "trained on": cell.trained_on,
                    "images": len(ev.y_true)}
