@@ -43,9 +43,8 @@ def lolo_folder(path: str | Path) -> Path:
 
 def compare(recipes: Mapping[str, str | Path], *, n: int = 2000, seed: int = 42) -> pd.DataFrame:
     """A row per recipe, held-out lab and test-time method: the recipe's network (``model``) and ``stain_jitter``,
-    the images, each metric
-    of :data:`SHOWN` with its 95% bootstrap interval, and (against the first recipe, the baseline, on the same
-    cells) the change in macro-F1 and McNemar's p on the two models' errors."""
+    the images, each metric of :data:`SHOWN` with its 95% bootstrap interval, and (against the first recipe, the
+    baseline, on the same cells) the change in macro-F1 and McNemar's p on the two models' errors."""
     folders = {name: lolo_folder(folder) for name, folder in recipes.items()}
     rounds = {name: [c for c in lolo.load_cells(folder) if c.images == lolo.HELD_OUT]
               for name, folder in folders.items()}
@@ -114,9 +113,9 @@ def recipe_sentence(table: pd.DataFrame | None, model_name: str, stain_jitter: f
     recipes = table.drop_duplicates("recipe").set_index("recipe")
     listed = ", ".join(f"{name} ({recipes.at[name, 'model']}, stain_jitter={recipes.at[name, 'stain_jitter']:g}) "
                        f"{value:.3f}" for name, value in means.items())
-    ran = [name for name, row in recipes.iterrows()
-           if row["model"] == model_name and np.isclose(row["stain_jitter"], stain_jitter)]
-    agree = ("this run trained it" if best in ran else
+    trained_best = (recipes.at[best, "model"] == model_name
+                    and np.isclose(recipes.at[best, "stain_jitter"], stain_jitter))
+    agree = ("this run trained it" if trained_best else
              f"this run trained {this} instead, so it is not the chosen recipe")
     return (f"Mean leave-one-lab-out macro-F1 without adaptation, per training recipe (`{RECIPE_TABLE.as_posix()}`): "
             f"{listed}. The best, **{best}**, is the full profile's recipe; {agree}. It was chosen on these three "
