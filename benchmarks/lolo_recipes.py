@@ -10,8 +10,10 @@ thread), for example:
         -p single_lab False -p all_labs False -p stain_jitter 0.05
     OMP_NUM_THREADS=2 python -m bloodlib run --profile full --report-dir outputs/lolo-gn 09_any_lab \\
         -p single_lab False -p all_labs False -p model_name resnet18_gn
+    OMP_NUM_THREADS=2 python -m bloodlib run --profile full --report-dir outputs/lolo-lab 09_any_lab \\
+        -p single_lab False -p all_labs False -p input_colour lab
     python benchmarks/lolo_recipes.py plain=outputs/lolo-plain hed-0.05=outputs/lolo-hed gn=outputs/lolo-gn \\
-        --table benchmarks/results/lolo_recipes.csv
+        lab=outputs/lolo-lab --table benchmarks/results/lolo_recipes.csv
 
 Each run's ``lolo/<model>`` folder (``lolo.json`` and ``cells/``, predictions gzipped; no checkpoint) is kept
 under ``benchmarks/results/lolo_runs/<recipe>/``, so the table can be made again without the runs' folders. The first

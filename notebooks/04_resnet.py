@@ -69,6 +69,7 @@ label_smoothing = None
 augment = None          # random flips, rotations and colour jitter of the training batches
 colour_jitter = None    # strength of the colour jitter (0: geometry only)
 stain_jitter = None     # > 0: random jitter of the haematoxylin and eosin stains (HED space)
+input_colour = None     # "lab": the network reads each image's own standardised CIELAB channels; None: RGB
 zoom = None             # > 0: random zoom range
 shift = None            # > 0: random shift, a fraction of the side
 ema_decay = None        # > 0: keep an exponential moving average of the weights

@@ -51,6 +51,8 @@ seed = 42
 epochs = None       # the recipe (None: the profile's, then the page's, as notebooks 04-06 layer theirs)
 lr = None
 stain_jitter = None  # > 0: HED stain augmentation while training (Tellez et al. 2018): other labs' stains
+input_colour = None  # "lab": the network reads each image's CIELAB channels standardised by the image's own
+                     # mean and spread, a lab's overall colour and contrast taken out; None: the recipe's ("rgb")
 resume = False      # True: keep the models already trained in output_dir, continue an interrupted one
 
 # %%
@@ -111,15 +113,15 @@ lolo.display_lolo(scores)
 # %% [markdown]
 # ### Which training recipe travels
 #
-# `benchmarks/lolo_recipes.py` runs these rounds once per training recipe (without and with HED stain jitter while
-# training) and compares them on the same held-out cells; its committed table is shown here, with how the recipe of
-# this run was chosen.
+# `benchmarks/lolo_recipes.py` compares these rounds, run once per training recipe (the network; HED stain jitter
+# while training; the input colour: RGB, or each image's CIELAB channels standardised by its own mean and spread), on
+# the same held-out cells; its committed table is shown here, with how the recipe of this run was chosen.
 
 # %%
 recipe_table = lab_recipes.read_recipes()
 if recipe_table is not None:
     display(lab_recipes.display_recipes(recipe_table))
-Markdown(lab_recipes.recipe_sentence(recipe_table, model_name, settings.train.stain_jitter))
+Markdown(lab_recipes.recipe_sentence(recipe_table, model_name, settings.train))
 
 # %% [markdown]
 # Recall per class: which cell types a lab nobody trained on loses.

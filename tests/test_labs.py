@@ -3,6 +3,7 @@ predictions recompute every table (notebook 09 runs on the real labs under nbmak
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -11,6 +12,7 @@ import torch
 from torch import nn
 
 from bloodlib import config, models
+from bloodlib.models import checkpoints
 from bloodlib.data.datasets import ImageSet
 from bloodlib.data.synthetic import toy_imageset
 from bloodlib.pipeline import publish, published_models
@@ -258,13 +260,17 @@ def test_a_model_name_resolves_in_the_published_report_or_says_what_is_missing(t
 def test_recipes_are_compared_on_the_same_held_out_images(assembled, tmp_path, monkeypatch):
     monkeypatch.setitem(models.REGISTRY, "tiny", models.ModelSpec(_tiny, 8, ""))
     folders = {}
-    for name, jitter in (("plain", 0.0), ("hed", 0.05)):
+    for name, jitter, colour in (("plain", 0.0, "rgb"), ("hed", 0.05, "lab")):
         settings = config.resolve("smoke", output_dir=tmp_path / name, image_size=16, epochs=1, batch_size=16,
-                                  bootstrap=50, stain_jitter=jitter)
+                                  bootstrap=50, stain_jitter=jitter, input_colour=colour)
         folders[name] = lolo.leave_one_lab_out(assembled, "tiny", settings, single_lab=False, all_labs=False,
                                                methods=["adabn"], progress=False).folder
     table = lab_recipes.compare({"plain": tmp_path / "plain", "hed": folders["hed"]}, n=50)
     assert len(table) == 2 * 3 * 2 and list(table["stain_jitter"].unique()) == [0.0, 0.05]
+    assert list(table["input_colour"].unique()) == ["rgb", "lab"]
+    # the recipe's input colour is the saved model's: what evaluate and predict read it with
+    assert {checkpoints.read_checkpoint(path)["metadata"]["normalization"].get("colour", "rgb")
+            for path in folders["hed"].glob("*/best.pt")} == {"lab"}
     assert set(table["model"]) == {"tiny"}
     assert table.loc[table["recipe"] == "plain", "mcnemar_p"].isna().all()
     hed = table[table["recipe"] == "hed"]
@@ -276,10 +282,16 @@ def test_recipes_are_compared_on_the_same_held_out_images(assembled, tmp_path, m
     assert best == means.idxmax() and list(means.index) == ["plain", "hed"]
     shown = lab_recipes.display_recipes(table)
     assert list(shown.columns) == ["plain", "hed", "hed: change", "hed: McNemar p"] and len(shown) == 6
-    sentence = lab_recipes.recipe_sentence(table, "tiny", 0.05)
+    hed_recipe = config.TrainConfig(stain_jitter=0.05, input_colour="lab")
+    sentence = lab_recipes.recipe_sentence(table, "tiny", hed_recipe)
     assert f"**{best}**" in sentence and ("this run trained it" in sentence) == (best == "hed")
-    assert "(tiny, stain_jitter=0.05)" in sentence
-    assert "this run trained other, stain_jitter=0.05 instead" in lab_recipes.recipe_sentence(table, "other", 0.05)
-    assert "No recipe comparison" in lab_recipes.recipe_sentence(None, "tiny", 0.0)
+    assert "(tiny, stain_jitter=0.05, input_colour=lab)" in sentence and "(tiny, stain_jitter=0, input_colour=rgb)" in sentence
+    assert ("this run trained other, stain_jitter=0.05, input_colour=lab instead"
+            in lab_recipes.recipe_sentence(table, "other", hed_recipe))
+    assert "No recipe comparison" in lab_recipes.recipe_sentence(None, "tiny", config.TrainConfig())
+    # a table written before input_colour existed reads as RGB
+    table.drop(columns="input_colour").to_csv(tmp_path / "old.csv", index=False)
+    monkeypatch.setattr(lab_recipes, "RECIPE_TABLE", Path("old.csv"))
+    assert set(lab_recipes.read_recipes(tmp_path)["input_colour"]) == {"rgb"}
     with pytest.raises(FileNotFoundError, match="no leave-one-lab-out run"):
         lab_recipes.lolo_folder(tmp_path / "nothing")

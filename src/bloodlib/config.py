@@ -93,6 +93,12 @@ FINETUNE_RECIPES: dict[tuple[str, str], dict] = {
 }
 
 
+# What a network reads (models.inference.normalize, the model's saved normalization): "rgb", standardised by the
+# model's mean and std; or "lab", each image's CIELAB channels standardised by that image's own mean and spread, so
+# that a lab's overall colour cast and contrast do not reach the network.
+INPUT_COLOURS = ("rgb", "lab")
+
+
 @dataclasses.dataclass
 class TrainConfig:
     """How one model is trained: the base recipe, below the profile, the dataset and the model (see :func:`resolve`).
@@ -114,6 +120,7 @@ class TrainConfig:
     augment: bool = True  # random flips, rotations, colour jitter (training batches only)
     colour_jitter: float = 1.0  # scales the colour jitter of augment_batch (0: geometry only)
     stain_jitter: float = 0.0  # > 0: random stain (HED) jitter of that strength (augment_batch): other labs' stains
+    input_colour: str = "rgb"  # what the network reads (INPUT_COLOURS)
     zoom: float = 0.0  # > 0: random zoom by a factor in [1 / (1 + zoom), 1 + zoom] (augment_batch)
     shift: float = 0.0  # > 0: random shift by up to this fraction of the side, on each axis (augment_batch)
     ema_decay: float = 0.0  # > 0: validate, select and keep an exponential moving average of the weights
@@ -143,6 +150,8 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.backbone_lr_scale < 0:
             raise ValueError(f"TrainConfig.backbone_lr_scale must be >= 0, got {self.backbone_lr_scale}")
+        if self.input_colour not in INPUT_COLOURS:
+            raise ValueError(f"TrainConfig.input_colour must be one of {list(INPUT_COLOURS)}, got {self.input_colour!r}")
         if self.optimizer not in ("adamw", "sgd"):
             raise ValueError(f"TrainConfig.optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
         for name in ("drop_rate", "drop_path_rate"):

@@ -10,6 +10,10 @@ RGB (grayscale, palette and transparent images too; transparency over white), th
   datasets without boxes) and the square around it, grown by the checkpoint's margin, is resized to
   (H, W). An image without a purple blob large enough (not a stained smear) falls back to its centred square.
 
+The decoded uint8 image then becomes the network's input as the model's saved ``normalization`` says
+(:func:`normalize`): RGB standardised by the model's mean and std, or, for a model trained with
+``input_colour="lab"``, the image's own CIELAB channels standardised by its own mean and spread.
+
 A checkpoint that holds a familiarity reference (written by training since it was added) also says, per image,
 whether the image looks unlike the model's training images or leaves the model unsure
 (:mod:`bloodlib.models.familiarity`).
@@ -22,19 +26,56 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from bloodlib import config
 from bloodlib.data import images
 from bloodlib.models import familiarity
 from bloodlib.models.precision import Precision, autocast_for
 
 CHUNK = 64  # images decoded and classified at a time
+LAB_FLAT = 1e-2  # a LAB channel's spread below this (a flat image) is not divided by: its values stay near 0
 
 
 def normalize(images: torch.Tensor, normalization: dict, channels_last: bool = False) -> torch.Tensor:
-    """uint8 images to the float input of the network: [0, 1], then (x - mean) / std per channel."""
-    mean = torch.tensor(normalization["mean"], device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(normalization["std"], device=images.device).view(1, 3, 1, 1)
-    x = (images.float() / 255 - mean) / std
+    """uint8 images to the float input of the network: [0, 1], then (x - mean) / std per channel; or, where
+    ``normalization["colour"]`` is ``"lab"``, each image's own CIELAB channels standardised (:func:`standardised_lab`)."""
+    x = images.float() / 255
+    if input_colour(normalization) == "lab":
+        x = standardised_lab(x)
+    else:
+        mean = torch.tensor(normalization["mean"], device=images.device).view(1, 3, 1, 1)
+        std = torch.tensor(normalization["std"], device=images.device).view(1, 3, 1, 1)
+        x = (x - mean) / std
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def input_colour(normalization: dict) -> str:
+    """What the network reads (:data:`bloodlib.config.INPUT_COLOURS`); checkpoints from before the choice read RGB."""
+    colour = normalization.get("colour", "rgb")
+    if colour not in config.INPUT_COLOURS:
+        raise ValueError(f"unknown input colour {colour!r} in the model's normalization: expected one of "
+                         f"{list(config.INPUT_COLOURS)}")
+    return colour
+
+
+def with_input_colour(normalization: dict, colour: str) -> dict:
+    """``normalization`` for a network that reads ``colour``: RGB keeps no ``colour`` key (as every checkpoint
+    before the choice), ``"lab"`` adds it; the mean and std stay, unused by ``"lab"``."""
+    plain = {key: value for key, value in normalization.items() if key != "colour"}
+    return plain if input_colour({"colour": colour}) == "rgb" else {**plain, "colour": colour}
+
+
+def standardised_lab(x: torch.Tensor) -> torch.Tensor:
+    """Float N x 3 x H x W RGB in [0, 1] -> each image's CIELAB channels (kornia) less the image's own mean,
+    over its own standard deviation: Reinhard et al.'s (2001) colour standardisation without a target's colours
+    put back. A colour cast or contrast of a whole image that is a shift and a scale per LAB channel (what
+    Reinhard's method takes a lab's stain and lamp to be) leaves the network's input unchanged, and reading one
+    image needs no other image of its lab."""
+    import kornia  # here: its import takes seconds, and only "lab" models need it
+
+    lab = kornia.color.rgb_to_lab(x.clamp(0, 1))
+    mean = lab.mean(dim=(2, 3), keepdim=True)
+    spread = lab.std(dim=(2, 3), keepdim=True).clamp_min(LAB_FLAT)
+    return (lab - mean) / spread
 
 
 @torch.no_grad()

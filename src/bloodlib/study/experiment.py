@@ -181,9 +181,10 @@ def gradcam_figure(run: ModelRun, data: ImageSet, *, per_class: int = 2, seed: i
 
     test = run.splits[0].test
     chosen = test[explain.samples_per_class(data.labels.numpy()[test], per_class, seed)]
-    norm = run.model.normalization
+    # the model's own input pipeline (its input colour included), as in training and prediction
+    normalize = functools.partial(inference.normalize, normalization=run.model.normalization)
     return plots.gradcam_figure(run.model, data.images[torch.as_tensor(chosen)], data.labels.numpy()[chosen],
-                                  data.classes, normalize=(norm["mean"], norm["std"]),
+                                  data.classes, normalize=normalize,
                                   title=f"Grad-CAM, {run.model_name}: true / predicted (p), held-out images")
 
 

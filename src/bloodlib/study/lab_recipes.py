@@ -1,6 +1,6 @@
 """Which training recipe travels to a lab it never saw (notebook 09): leave-one-lab-out rounds under several
-training recipes (for example without and with HED stain jitter, or another network such as GroupNorm's ResNet),
-compared on the same held-out cells.
+training recipes (for example without and with HED stain jitter, another network such as GroupNorm's ResNet, or
+each image's colour standardised in CIELAB before the network), compared on the same held-out cells.
 
 ``benchmarks/lolo_recipes.py`` reads one notebook-09 run per recipe and writes :func:`compare`'s table,
 ``benchmarks/results/lolo_recipes.csv``, which is committed. :func:`chosen` names the recipe with the best
@@ -24,6 +24,9 @@ from bloodlib.study import lolo
 
 RECIPE_TABLE = Path("benchmarks") / "results" / "lolo_recipes.csv"
 SHOWN = ("macro_f1", "balanced_accuracy")
+# the training settings a recipe may change besides the network, with their defaults (a table or record written
+# before one of them existed trained at its default)
+RECIPE_FIELDS = {name: config.TrainConfig.__dataclass_fields__[name].default for name in ("stain_jitter", "input_colour")}
 
 
 def lolo_folder(path: str | Path) -> Path:
@@ -42,8 +45,8 @@ def lolo_folder(path: str | Path) -> Path:
 
 
 def compare(recipes: Mapping[str, str | Path], *, n: int = 2000, seed: int = 42) -> pd.DataFrame:
-    """A row per recipe, held-out lab and test-time method: the recipe's network (``model``) and ``stain_jitter``,
-    the images, each metric of :data:`SHOWN` with its 95% bootstrap interval, and (against the first recipe, the
+    """A row per recipe, held-out lab and test-time method: the recipe's network (``model``) and
+    :data:`RECIPE_FIELDS`, the images, each metric of :data:`SHOWN` with its 95% bootstrap interval, and (against the first recipe, the
     baseline, on the same cells) the change in macro-F1 and McNemar's p on the two models' errors."""
     folders = {name: lolo_folder(folder) for name, folder in recipes.items()}
     rounds = {name: [c for c in lolo.load_cells(folder) if c.images == lolo.HELD_OUT]
@@ -57,7 +60,7 @@ def compare(recipes: Mapping[str, str | Path], *, n: int = 2000, seed: int = 42)
             ev = cell.evaluation
             ci = evaluation.evaluation_ci(ev, n=n, seed=seed)
             row = {"recipe": name, "model": cell.model,
-                   "stain_jitter": record["settings"]["train"].get("stain_jitter", 0.0),
+                   **{field: record["settings"]["train"].get(field, default) for field, default in RECIPE_FIELDS.items()},
                    "held out": cell.tested_on, "method": cell.method, "trained on": cell.trained_on,
                    "images": len(ev.y_true)}
             for metric in SHOWN:
@@ -85,7 +88,11 @@ def chosen(table: pd.DataFrame) -> tuple[str, pd.Series]:
 def read_recipes(root: Path | None = None) -> pd.DataFrame | None:
     """The committed comparison of the checkout, or None before any was made."""
     path = (root or config.project_root()) / RECIPE_TABLE
-    return pd.read_csv(path) if path.is_file() else None
+    if not path.is_file():
+        return None
+    table = pd.read_csv(path)
+    return table.assign(**{field: table[field] if field in table else default
+                           for field, default in RECIPE_FIELDS.items()})
 
 
 def display_recipes(table: pd.DataFrame) -> pd.DataFrame:
@@ -102,19 +109,33 @@ def display_recipes(table: pd.DataFrame) -> pd.DataFrame:
     return wide
 
 
-def recipe_sentence(table: pd.DataFrame | None, model_name: str, stain_jitter: float) -> str:
-    """How this run's training recipe (``model_name`` trained with ``stain_jitter``) was chosen, in words, from the
-    committed comparison."""
-    this = f"{model_name}, stain_jitter={stain_jitter:g}"
+def describe(model_name: str, train: Mapping) -> str:
+    """A recipe in words: the network, then each of :data:`RECIPE_FIELDS` as ``train`` (a TrainConfig's fields, or a
+    table's row) sets it."""
+    return ", ".join([model_name, *(f"{field}={_shown(train.get(field, default))}"
+                                    for field, default in RECIPE_FIELDS.items())])
+
+
+def _shown(value) -> str:
+    return f"{value:g}" if isinstance(value, (int, float, np.number)) else str(value)
+
+
+def recipe_sentence(table: pd.DataFrame | None, model_name: str, train: config.TrainConfig) -> str:
+    """How this run's training recipe (``model_name`` trained with ``train``'s :data:`RECIPE_FIELDS`) was chosen,
+    in words, from the committed comparison."""
+    settings = {field: getattr(train, field) for field in RECIPE_FIELDS}
+    this = describe(model_name, settings)
     if table is None:
         return (f"This run trained {this}. No recipe comparison is committed yet (`benchmarks/lolo_recipes.py`), "
                 f"so this recipe was not chosen by one.")
     best, means = chosen(table)
     recipes = table.drop_duplicates("recipe").set_index("recipe")
-    listed = ", ".join(f"{name} ({recipes.at[name, 'model']}, stain_jitter={recipes.at[name, 'stain_jitter']:g}) "
-                       f"{value:.3f}" for name, value in means.items())
-    trained_best = (recipes.at[best, "model"] == model_name
-                    and np.isclose(recipes.at[best, "stain_jitter"], stain_jitter))
+    listed = ", ".join(f"{name} ({describe(recipes.at[name, 'model'], recipes.loc[name])}) {value:.3f}"
+                       for name, value in means.items())
+    best_row = recipes.loc[best]
+    trained_best = best_row["model"] == model_name and all(
+        np.isclose(best_row[field], value) if isinstance(value, float) else best_row[field] == value
+        for field, value in settings.items())
     agree = ("this run trained it" if trained_best else
              f"this run trained {this} instead, so it is not the chosen recipe")
     return (f"Mean leave-one-lab-out macro-F1 without adaptation, per training recipe (`{RECIPE_TABLE.as_posix()}`): "

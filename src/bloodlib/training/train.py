@@ -32,7 +32,7 @@ from bloodlib.models.checkpoints import (BEST, LAST, CheckpointError, check_meta
 from bloodlib.data.datasets import ImageSet
 from bloodlib.models import check_input_size, familiarity
 from bloodlib.models.precision import Precision, autocast_for, choose_precision, deterministic
-from bloodlib.models.inference import normalize, predict_logits
+from bloodlib.models.inference import normalize, predict_logits, with_input_colour
 from bloodlib.utils.progress import progress_bar
 
 
@@ -290,6 +290,8 @@ def fit(model: nn.Module, data: ImageSet, train_idx, val_idx, cfg: TrainConfig, 
     config.seed_everything(cfg.seed)
     precision = choose_precision(model.model_name, device, channels_last=cfg.channels_last, cpu_bf16=cfg.cpu_bf16,
                                  cuda_autocast=cfg.cuda_autocast)
+    # the recipe's input colour becomes the model's: its checkpoint, prediction and AdaBN read images the same way
+    model.normalization = with_input_colour(model.normalization, cfg.input_colour)
     metadata = _run_metadata(model, data, cfg, precision, metadata)
     out_dir = Path(out_dir) if out_dir is not None else None
     model.to(device, memory_format=torch.channels_last if precision.channels_last else torch.contiguous_format)

@@ -42,7 +42,7 @@ RESULTS = Path("benchmarks") / "results" / "tuning"  # relative to the checkout
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 # TrainConfig fields added after the first search began, with the value that trains exactly as before they existed:
 # at that value they stay out of the protocol (and the study's name), so that a search resumes across the change
-ADDED_LATER = {"stain_jitter": 0.0, "cuda_autocast": False}  # cuda_autocast: every search pins False
+ADDED_LATER = {"stain_jitter": 0.0, "input_colour": "rgb", "cuda_autocast": False}  # cuda_autocast: every search pins False
 
 
 def default_storage(root: Path | None = None) -> str:
