@@ -52,7 +52,8 @@ epochs = None       # the recipe (None: the profile's, then the page's, as noteb
 lr = None
 stain_jitter = None  # > 0: HED stain augmentation while training (Tellez et al. 2018): other labs' stains
 input_colour = None  # "lab": the network reads each image's CIELAB channels standardised by the image's own
-                     # mean and spread, a lab's overall colour and contrast taken out; None: the recipe's ("rgb")
+                     # mean and spread, a lab's overall colour and contrast taken out; "rgb": as notebooks 04-06;
+                     # None: the page's recipe ("lab", config.DATASET_DEFAULTS)
 resume = False      # True: keep the models already trained in output_dir, continue an interrupted one
 
 # %%
