@@ -77,7 +77,7 @@ def test_oversampling_touches_the_training_part_only(bccd_manifest, tmp_path):
     settings = config.resolve("smoke", output_dir=tmp_path, folds=4)
     rows, planned, _ = datasets.split(kept, settings)
     data = datasets.ImageSet(images=torch.zeros((len(kept), 3, 2, 2), dtype=torch.uint8),
-                             labels=torch.as_tensor(labels), classes=classes, rows=rows)
+                             labels=torch.tensor(labels), classes=classes, rows=rows)
     for split in planned:
         repeated = data.training_indices(split.train)
         assert set(repeated) == set(split.train)  # only training positions, every one of them
@@ -184,3 +184,17 @@ def test_raw_data_is_never_modified(tmp_path):
     before = snapshot()
     datasets.clean_bccd(root, CleaningParams())
     assert snapshot() == before
+
+
+def test_prepare_hands_torch_arrays_it_may_own(bccd_root, tmp_path):
+    """pandas' copy-on-write hands out read-only arrays; prepare() copies the labels, so no notebook shows torch's
+    'NumPy array is not writable' warning."""
+    import warnings
+
+    from bloodlib import config
+
+    settings = config.resolve("smoke", data_dir=bccd_root, output_dir=tmp_path, image_size=16)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*not writable.*")
+        prepared = datasets.prepare(settings, progress=False)
+    assert prepared.data.labels.dtype == torch.long

@@ -127,7 +127,8 @@ def prepare(settings: "config.Settings", *, params: cleaning.CleaningParams | No
     else:
         result, root = folders.clean_folder(Path(path), params, progress=progress)
     classes = sorted(result.kept["label"].unique())
-    labels = result.kept["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    # a copy: pandas' copy-on-write hands out read-only arrays, which torch warns about and cannot own
+    labels = result.kept["label"].map({c: i for i, c in enumerate(classes)}).to_numpy(dtype=np.int64, copy=True)
     kept, planned, how = split(result.kept, settings)
     pixels = load_cached(kept, root, settings.mode, settings.image_size, margin=settings.crop_margin,
                          cache=config.cache_dir() / "images", progress=progress)
