@@ -231,6 +231,11 @@ def test_a_tiny_lolo_run_scores_every_lab_and_its_saved_predictions_recompute_ev
     text = lolo.conclusion(result.cells, table)
     assert text.count("held out**") == 3 and "McNemar's test on their errors: p = " in text
     assert "Averaged over the 3 held-out labs" in text
+    assert "study's target" in text  # met or not, said with the numbers
+    rounds = table[(table["images"] == lolo.HELD_OUT)]
+    assert "**not met**: 1 of 2" in lolo.travels_text(pd.DataFrame({
+        "tested on": ["a", "b", "a"], "method": ["none", "none", "reinhard"], "macro_f1": [0.9, 0.5, 0.2]}))
+    assert lolo.travels_text(rounds.assign(macro_f1=0.9)).startswith("Every held-out lab reaches")
     assert "**Trained on every lab** (atlas+smears+clinic" in text and text.count("(trained on it alone: ") == 3
 
 
