@@ -232,6 +232,7 @@ def test_a_tiny_lolo_run_scores_every_lab_and_its_saved_predictions_recompute_ev
     assert text.count("held out**") == 3 and "McNemar's test on their errors: p = " in text
     assert "Averaged over the 3 held-out labs" in text
     assert "study's target" in text  # met or not, said with the numbers
+    assert text.count("the best test-time method") + text.count("no test-time method helps") == 3
     rounds = table[(table["images"] == lolo.HELD_OUT)]
     assert "**not met**: 1 of 2" in lolo.travels_text(pd.DataFrame({
         "tested on": ["a", "b", "a"], "method": ["none", "none", "reinhard"], "macro_f1": [0.9, 0.5, 0.2]}))
@@ -294,6 +295,9 @@ def test_recipes_are_compared_on_the_same_held_out_images(assembled, tmp_path, m
     assert ("this run trained other, stain_jitter=0.05, input_colour=lab instead"
             in lab_recipes.recipe_sentence(table, "other", hed_recipe))
     assert "No recipe comparison" in lab_recipes.recipe_sentence(None, "tiny", config.TrainConfig())
+    # standardised CIELAB input takes Reinhard's means and spreads out again: the page says so, for that recipe only
+    assert "undoes most of what Reinhard" in sentence
+    assert "Reinhard" not in lab_recipes.recipe_sentence(table, "tiny", config.TrainConfig())
     # a table written before input_colour existed reads as RGB
     table.drop(columns="input_colour").to_csv(tmp_path / "old.csv", index=False)
     monkeypatch.setattr(lab_recipes, "RECIPE_TABLE", Path("old.csv"))

@@ -127,7 +127,7 @@ def recipe_sentence(table: pd.DataFrame | None, model_name: str, train: config.T
     this = describe(model_name, settings)
     if table is None:
         return (f"This run trained {this}. No recipe comparison is committed yet (`benchmarks/lolo_recipes.py`), "
-                f"so this recipe was not chosen by one.")
+                f"so this recipe was not chosen by one." + colour_note(train))
     best, means = chosen(table)
     recipes = table.drop_duplicates("recipe").set_index("recipe")
     listed = ", ".join(f"{name} ({describe(recipes.at[name, 'model'], recipes.loc[name])}) {value:.3f}"
@@ -141,4 +141,14 @@ def recipe_sentence(table: pd.DataFrame | None, model_name: str, train: config.T
     return (f"Mean leave-one-lab-out macro-F1 without adaptation, per training recipe (`{RECIPE_TABLE.as_posix()}`): "
             f"{listed}. The best, **{best}**, is the full profile's recipe; {agree}. It was chosen on these three "
             f"labs' rounds, so its numbers here are optimistic by that choice; only labs outside the project test "
-            f"the published model.")
+            f"the published model." + colour_note(train))
+
+
+def colour_note(train: config.TrainConfig) -> str:
+    """What the input colour means for the page's test-time methods: Reinhard moves an image's CIELAB means and
+    spreads to the training labs', which a network reading per-image standardised CIELAB takes out again."""
+    if train.input_colour != "lab":
+        return ""
+    return (" With this recipe the network standardises each image's CIELAB channels itself, which undoes most of "
+            "what Reinhard normalisation does (it moves those same means and spreads towards the training labs'), so "
+            "Reinhard's rows differ little from those without adaptation.")

@@ -317,8 +317,9 @@ def conclusion(cells: list[transfer.Cell], table: pd.DataFrame) -> str:
         adapted = part[part["method"] != "none"]
         if len(adapted):
             best = adapted.loc[adapted["macro_f1"].idxmax()]
-            line += (f"; the best test-time method, {best['method']}, gives {best['macro_f1']:.3f} "
-                     f"({best['macro_f1'] - base['macro_f1']:+.3f})")
+            change = best["macro_f1"] - base["macro_f1"]
+            which = "the best test-time method" if change > 0 else "no test-time method helps: the better one"
+            line += f"; {which}, {best['method']}, gives {best['macro_f1']:.3f} ({change:+.3f})"
         labs_trained = len(base["trained on"].split("+"))
         single = table[(table["images"] == ELSEWHERE) & (table["tested on"] == held) & (table["method"] == "none")]
         if len(single) and labs_trained > 1:  # with two labs, the round is itself a model of one lab
