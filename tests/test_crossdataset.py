@@ -254,6 +254,35 @@ def test_command_text(lab, cli_env, capsys):
         assert any(line.strip().startswith(label) and "95% CI [" in line for line in out.splitlines()), label
     assert "recall per class: EOSINOPHIL" in out and f"(n={PER_CLASS})" in out
     assert "stratified bootstrap of test images, n=100" in out
+    assert f"cleaning: {4 * PER_CLASS} listed; nothing dropped" in out
+
+
+def test_every_image_of_a_class_too_small_to_split_is_scored_and_the_cleaning_said(lab, cli_env, tmp_path, capsys):
+    """Scoring needs no split: a lab's few monocytes are scored, not dropped as too small to split (training would
+    drop them); what the cleaning did drop (a byte-identical copy) is said."""
+    target = tmp_path / "target"
+    shutil.copytree(lab["target"], target)
+    smear_folder(tmp_path / "few", ["MONOCYTE"], seed=3)
+    (target / "monocyte").mkdir()
+    for path in sorted((tmp_path / "few" / "MONOCYTE").iterdir())[:2]:
+        shutil.copy(path, target / "monocyte" / path.name)
+    shutil.copy(target / "eosinophil" / "0.png", target / "eosinophil" / "copy.png")
+    ev, details = crossdataset.evaluate_checkpoint(lab["checkpoint"], config.resolve("smoke", None, lab["out"],
+                                                   dataset=f"folder:{target}"), device="cpu")
+    assert "MONOCYTE" in details.classes and sorted(np.bincount(ev.y_true)) == [2] + [PER_CLASS] * 3
+    assert details.model_only == []
+    assert details.cleaning == {"listed": 4 * PER_CLASS + 3, "dropped": {"drop byte-identical copies (first kept)": 1}}
+    # the test part of a split is the split training made: there the class too small to split is dropped, and said
+    _, in_split = crossdataset.evaluate_checkpoint(lab["checkpoint"], config.resolve(
+        "smoke", None, lab["out"], dataset=f"folder:{target}", folds=2), split="fold 1/2, repeat 1", device="cpu")
+    assert "MONOCYTE" not in in_split.classes
+    assert in_split.cleaning["dropped"] == {"drop byte-identical copies (first kept)": 1,
+                                            "drop classes too small to split": 2}
+    assert main(["evaluate", "-c", str(lab["checkpoint"]), "--dataset", f"folder:{target}", "--device", "cpu",
+                 "--bootstrap", "50"]) == 0
+    out = capsys.readouterr().out
+    assert f"cleaning: {4 * PER_CLASS + 3} listed; drop byte-identical copies (first kept): 1" in out
+    assert "recall per class: EOSINOPHIL" in out and "MONOCYTE" in out and "(n=2)" in out
 
 
 def test_command_json_with_adabn(lab, cli_env, capsys):

@@ -21,6 +21,7 @@ def format_text(report: dict) -> str:
     lines = [f"checkpoint: {report['checkpoint']} ({report['model']}, trained on {report['trained_on'] or 'unknown'}, "
              f"{report['mode']} {report['image_size'][0]}x{report['image_size'][1]})",
              f"dataset: {report['dataset']} ({part}): {report['n_images']} images scored of {report['n_selected']}",
+             _cleaning_line(report.get("cleaning") or {}),
              f"shared classes: {', '.join(report['shared_classes'])}",
              f"left out, dataset classes the model lacks: "
              + (", ".join(f"{c} ({k} images)" for c, k in left["dataset_classes"].items()) or "none")
@@ -51,6 +52,14 @@ def format_text(report: dict) -> str:
         lines += block(report, "scores:")
     lines.append(f"intervals: {report['ci_method']}")
     return "\n".join(lines)
+
+
+def _cleaning_line(cleaning: dict) -> str:
+    if not cleaning:
+        return "cleaning: not recorded"
+    dropped = cleaning["dropped"]
+    return (f"cleaning: {cleaning['listed']} listed; "
+            + ("; ".join(f"{step}: {n}" for step, n in dropped.items()) if dropped else "nothing dropped"))
 
 
 def _number(value) -> str:

@@ -97,7 +97,7 @@ def max_images(settings: "config.Settings") -> int | None:
 
 
 def prepare(settings: "config.Settings", *, params: cleaning.CleaningParams | None = None,
-            progress: bool = True) -> Prepared:
+            progress: bool = True, split_parts: bool = True) -> Prepared:
     """Find the data, clean it, load the decoded images of the kept rows (cached) and split them.
 
     ``settings.dataset`` picks the data: ``"bccd"`` (the smears and labels.csv), ``"kaggle-augmented"``
@@ -108,6 +108,8 @@ def prepare(settings: "config.Settings", *, params: cleaning.CleaningParams | No
     the same splits (:func:`bloodlib.data.splits.plan`), so a notebook can also be run on its own. The kept rows
     record the splits: ``split`` (holdout: train, val, test, or a further test set) and, for
     cross-validation, ``test_fold_r1``, ... (the fold each image is tested in, per repeat).
+    ``split_parts=False``: no splits (``splits`` empty, protocol ``"none"``), for scoring every image of a
+    dataset, where a class too small to split is still a class to score.
     """
     params = params or cleaning.CleaningParams(seed=settings.seed)
     kind, path = parse_dataset(settings.dataset)
@@ -129,7 +131,10 @@ def prepare(settings: "config.Settings", *, params: cleaning.CleaningParams | No
     classes = sorted(result.kept["label"].unique())
     # a copy: pandas' copy-on-write hands out read-only arrays, which torch warns about and cannot own
     labels = result.kept["label"].map({c: i for i, c in enumerate(classes)}).to_numpy(dtype=np.int64, copy=True)
-    kept, planned, how = split(result.kept, settings)
+    if split_parts:
+        kept, planned, how = split(result.kept, settings)
+    else:
+        kept, planned, how = result.kept.reset_index(drop=True), [], "none"
     pixels = load_cached(kept, root, settings.mode, settings.image_size, margin=settings.crop_margin,
                          cache=config.cache_dir() / "images", progress=progress)
     data = ImageSet(images=torch.from_numpy(pixels), labels=torch.as_tensor(labels, dtype=torch.long),

@@ -36,7 +36,7 @@ from torchstain.torch.normalizers import TorchMacenkoNormalizer, TorchReinhardNo
 from torchstain.torch.utils.rgb2lab import rgb2lab
 from torchstain.torch.utils.split import lab_split
 
-from bloodlib.data import classes, datasets, images
+from bloodlib.data import classes, cleaning, datasets, images
 from bloodlib import config, evaluation
 from bloodlib.models.checkpoints import CheckpointError, load_model
 from bloodlib.models.inference import normalize, predict_logits
@@ -68,6 +68,7 @@ class CrossDataset:
     notes: list[str]  # what an adaptation could not do
     reference: str | None = None  # the source images a stain normaliser was fitted on
     before: evaluation.Evaluation | None = None  # without adaptation, on the same images (None without adapt)
+    cleaning: dict = dataclasses.field(default_factory=dict)  # files listed, and images each cleaning step dropped
 
     @property
     def images_left_out(self) -> int:
@@ -80,7 +81,7 @@ class CrossDataset:
                 "left_out": {"model_classes": self.model_only,
                              "dataset_classes": self.dataset_left_out["images"].astype(int).to_dict(),
                              "images": self.images_left_out},
-                "adapt": self.adapt, "reference": self.reference, "notes": self.notes}
+                "cleaning": self.cleaning, "adapt": self.adapt, "reference": self.reference, "notes": self.notes}
 
 
 # ---------------------------------------------------------------------------------------------- scoring
@@ -104,7 +105,10 @@ def evaluate_checkpoint(checkpoint: str | Path, settings: config.Settings, *, ad
     model = load_model(checkpoint, device=device)
     metadata = model.checkpoint_metadata
     target = target_settings(metadata, settings)
-    prepared = datasets.prepare(target, progress=progress)
+    # every image is scored unsplit: a class of a few images is scored too, not dropped as too small to split
+    every = split is None
+    params = cleaning.CleaningParams(seed=target.seed, min_per_class=1) if every else None
+    prepared = datasets.prepare(target, params=params, progress=progress, split_parts=not every)
     data = prepared.data
     selected = _selected(prepared, split)
     try:
@@ -125,7 +129,8 @@ def evaluate_checkpoint(checkpoint: str | Path, settings: config.Settings, *, ad
         checkpoint=str(checkpoint), model=metadata["model"], trained_on=trained_on(metadata),
         dataset=target.dataset, mode=target.mode, image_size=tuple(metadata["image_size"]), split=split,
         classes=shared, model_only=[c for c in metadata["classes"] if classes.canonical(c) not in shared],
-        dataset_left_out=left_out, n_selected=len(selected), n_images=len(scored), adapt=steps, notes=[])
+        dataset_left_out=left_out, n_selected=len(selected), n_images=len(scored), adapt=steps, notes=[],
+        cleaning=cleaning_summary(prepared.cleaning.table))
     if target.mode == "crop" and "box_source" in data.rows:  # a folder of the user's: framed by the stain
         centred = int((data.rows["box_source"].to_numpy()[scored] == "centre").sum())
         if centred:
@@ -179,6 +184,14 @@ def apply_adaptations(model: nn.Module, images: torch.Tensor, steps: Sequence[st
             name = getattr(model, "model_name", type(model).__name__)
             notes.append(f"adabn: {name} has no BatchNorm layer; the model is left as it is")
     return model, images, notes
+
+
+def cleaning_summary(table: pd.DataFrame) -> dict:
+    """The cleaning table (one row per step, images left per class and in ``total``) as what the listing held and
+    what each step dropped: ``{"listed": n, "dropped": {step: images}}``, steps that dropped nothing left out."""
+    totals = table["total"].astype(int)
+    dropped = (totals.shift() - totals).iloc[1:].astype(int)
+    return {"listed": int(totals.iloc[0]), "dropped": {str(step): int(n) for step, n in dropped.items() if n}}
 
 
 def trained_on(metadata: dict) -> str | None:
