@@ -59,6 +59,13 @@ class Cleaning:
     def classes(self) -> list[str]:
         return sorted(self.kept["label"].unique())
 
+    def summary(self) -> dict:
+        """What the listing held and what each step dropped, from the table: ``{"listed": n, "dropped": {step:
+        images}}``, steps that dropped nothing left out."""
+        totals = self.table["total"].astype(int)
+        dropped = (totals.shift() - totals).iloc[1:].astype(int)
+        return {"listed": int(totals.iloc[0]), "dropped": {str(step): int(n) for step, n in dropped.items() if n}}
+
 
 def read_labels(path: str | Path) -> pd.DataFrame:
     """``labels.csv`` as (image_id, raw_label); a missing file or wrong columns is a clear error."""

@@ -109,9 +109,9 @@ def prepare(settings: "config.Settings", *, params: cleaning.CleaningParams | No
     record the splits: ``split`` (holdout: train, val, test, or a further test set) and, for
     cross-validation, ``test_fold_r1``, ... (the fold each image is tested in, per repeat).
     ``split_parts=False``: no splits (``splits`` empty, protocol ``"none"``), for scoring every image of a
-    dataset, where a class too small to split is still a class to score.
+    dataset; without a split no class is too small, so by default the cleaning keeps every class.
     """
-    params = params or cleaning.CleaningParams(seed=settings.seed)
+    params = params or cleaning.CleaningParams(seed=settings.seed, **({} if split_parts else {"min_per_class": 1}))
     kind, path = parse_dataset(settings.dataset)
     boxes = None
     if kind == "bccd":

@@ -36,7 +36,7 @@ from torchstain.torch.normalizers import TorchMacenkoNormalizer, TorchReinhardNo
 from torchstain.torch.utils.rgb2lab import rgb2lab
 from torchstain.torch.utils.split import lab_split
 
-from bloodlib.data import classes, cleaning, datasets, images
+from bloodlib.data import classes, datasets, images
 from bloodlib import config, evaluation
 from bloodlib.models.checkpoints import CheckpointError, load_model
 from bloodlib.models.inference import normalize, predict_logits
@@ -106,9 +106,7 @@ def evaluate_checkpoint(checkpoint: str | Path, settings: config.Settings, *, ad
     metadata = model.checkpoint_metadata
     target = target_settings(metadata, settings)
     # every image is scored unsplit: a class of a few images is scored too, not dropped as too small to split
-    every = split is None
-    params = cleaning.CleaningParams(seed=target.seed, min_per_class=1) if every else None
-    prepared = datasets.prepare(target, params=params, progress=progress, split_parts=not every)
+    prepared = datasets.prepare(target, progress=progress, split_parts=split is not None)
     data = prepared.data
     selected = _selected(prepared, split)
     try:
@@ -130,7 +128,7 @@ def evaluate_checkpoint(checkpoint: str | Path, settings: config.Settings, *, ad
         dataset=target.dataset, mode=target.mode, image_size=tuple(metadata["image_size"]), split=split,
         classes=shared, model_only=[c for c in metadata["classes"] if classes.canonical(c) not in shared],
         dataset_left_out=left_out, n_selected=len(selected), n_images=len(scored), adapt=steps, notes=[],
-        cleaning=cleaning_summary(prepared.cleaning.table))
+        cleaning=prepared.cleaning.summary())
     if target.mode == "crop" and "box_source" in data.rows:  # a folder of the user's: framed by the stain
         centred = int((data.rows["box_source"].to_numpy()[scored] == "centre").sum())
         if centred:
@@ -184,14 +182,6 @@ def apply_adaptations(model: nn.Module, images: torch.Tensor, steps: Sequence[st
             name = getattr(model, "model_name", type(model).__name__)
             notes.append(f"adabn: {name} has no BatchNorm layer; the model is left as it is")
     return model, images, notes
-
-
-def cleaning_summary(table: pd.DataFrame) -> dict:
-    """The cleaning table (one row per step, images left per class and in ``total``) as what the listing held and
-    what each step dropped: ``{"listed": n, "dropped": {step: images}}``, steps that dropped nothing left out."""
-    totals = table["total"].astype(int)
-    dropped = (totals.shift() - totals).iloc[1:].astype(int)
-    return {"listed": int(totals.iloc[0]), "dropped": {str(step): int(n) for step, n in dropped.items() if n}}
 
 
 def trained_on(metadata: dict) -> str | None:
