@@ -167,6 +167,10 @@ def test_resume_continues_an_interrupted_run_exactly(tiny, data, tmp_path, extra
     assert read_checkpoint(tmp_path / "cut" / LAST)["state_dict"] is None
     again = _fit(data, cfg, model=_model(seed=5), out_dir=tmp_path / "cut", resume=True)
     assert again.history.drop(columns=TIMING).equals(whole.history.drop(columns=TIMING))
+    # the training time is every epoch's, those before the interruption included, not only this call's
+    assert resumed.train_seconds == pytest.approx(resumed.history["seconds"].sum())
+    assert again.train_seconds == pytest.approx(resumed.train_seconds) and again.train_seconds > 0
+    assert again.images_per_second > 0
 
 
 def test_resume_state_written_every_save_every_seconds_still_resumes_exactly(tiny, data, tmp_path):

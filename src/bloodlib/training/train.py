@@ -52,7 +52,7 @@ class FitResult:
     kept_epoch: int  # the best on validation, or the last with keep_epoch="last"
     kept_val: dict  # loss, accuracy, macro_f1 of the kept epoch
     checkpoint: Path | None  # best.pt, or None without out_dir
-    train_seconds: float  # wall time of the epochs run by this call
+    train_seconds: float  # wall time of all its epochs, those run before a resume included
     device: str
     images_per_second: float  # training images per second of training steps (augmentation included)
     precision: str  # "fp32", "bf16" (CPU autocast) or "fp16" (CUDA autocast + GradScaler)
@@ -315,7 +315,7 @@ def fit(model: nn.Module, data: ImageSet, train_idx, val_idx, cfg: TrainConfig, 
     state, best_weights = _new_state(), None
     if resume and out_dir is not None and (out_dir / LAST).is_file():
         state, best_weights = _resume(out_dir / LAST, model, optimizer, scheduler, scaler, metadata, ema)
-    started, train_images, train_time, last_saved = time.perf_counter(), 0, 0.0, -math.inf
+    train_images, train_time, last_saved = 0, 0.0, -math.inf
     # counted by hand, a line per epoch even in a batch run's log (progress.py): the postfix names this epoch
     epochs = progress_bar(total=cfg.epochs, initial=state["epoch"], desc=model.model_name, disable=not progress,
                           mininterval=0, delay=0)
@@ -357,8 +357,10 @@ def fit(model: nn.Module, data: ImageSet, train_idx, val_idx, cfg: TrainConfig, 
     return FitResult(history=history, kept_epoch=state["best_epoch"],
                      kept_val={k: float(kept_row[f"val_{k}"]) for k in ("loss", "accuracy", "macro_f1")},
                      checkpoint=out_dir / BEST if out_dir is not None else None,
-                     train_seconds=time.perf_counter() - started, device=str(device),
-                     images_per_second=train_images / train_time if train_time else float("nan"),
+                     # the history's, so a model resumed (or loaded finished) reports what training it took
+                     train_seconds=float(history["seconds"].sum()), device=str(device),
+                     images_per_second=(train_images / train_time if train_time
+                                        else float(history["images_per_second"].mean())),
                      precision=precision.name)
 
 
