@@ -16,7 +16,7 @@ from bloodlib import evaluation
 from bloodlib.evaluation.significance import format_p
 from bloodlib.pipeline import summary
 from bloodlib.pipeline.publish import published_run
-from bloodlib.study import transfer
+from bloodlib.study import lolo, transfer
 from conftest import REPO
 
 REPORT = REPO / "report"
@@ -190,6 +190,25 @@ def test_fine_tuned_against_scratch_is_recomputed_from_both_runs(run, results_md
         assert f"| mean | {means['from scratch']:.3f} | {means['fine-tuned']:.3f} |" in results_md
         assert f"p = {format_p(fold_test['p_value'])} over {fold_test['folds']} folds" in results_md
         assert f"pooled predictions: p = {format_p(mcnemar['p_value'])}" in results_md
+
+
+def test_every_leave_one_lab_out_round_is_recomputed_from_its_saved_predictions(run, results_md):
+    folders = sorted(p.parent for p in (run / lolo.FOLDER).glob(f"*/{lolo.RECORD}"))
+    if not folders:
+        pytest.skip(f"{run}: notebook 09 did not run")
+    assert "## Any lab (notebook 09)" in results_md
+    for folder in folders:
+        record = json.loads((folder / lolo.RECORD).read_text())
+        rounds = [c for c in lolo.load_cells(folder) if c.images == lolo.HELD_OUT]
+        # one round per lab and method, on every cell of the held-out lab the classes it shares
+        assert sorted((c.tested_on, c.method) for c in rounds) == sorted(
+            (lab, method) for lab in record["labs"] for method in record["methods"])
+        for cell in rounds:
+            ev = cell.evaluation
+            assert sorted(ev.classes) == sorted(record["classes"])
+            f1 = evaluation.metrics(ev.y_true, ev.y_prob, ev.classes)["macro_f1"]
+            assert f"| {cell.tested_on} | {cell.method} | {cell.trained_on} | {len(ev.ids)} | {len(ev.classes)} | " \
+                   f"{f1:.3f} [" in results_md, (cell.tested_on, cell.method)
 
 
 # ----------------------------------------------------------------------------------------------- README

@@ -1,11 +1,12 @@
 """``report/results.md``: a run's numbers as Markdown tables, computed by the library's own functions from what
 the run saved, so that the README and the tests quote one generated file instead of numbers typed by hand.
 
-From the saved predictions and metrics (``models/<name>/``, ``transfer/<name>/``): every model's headline and
-the paired tests between them (notebook 07's :func:`bloodlib.study.comparison.compare`), and notebook 08's cells
-at home and its from-scratch-against-fine-tuned comparison (:mod:`bloodlib.study.transfer`), all with the run's
-own bootstrap size and seed; notebook 08's cross-lab cells and gap-narrowing methods from the predictions it saved
-(``transfer/cells/``, :func:`bloodlib.study.transfer.save_cells`).
+From the saved predictions and metrics (``models/<name>/``, ``transfer/<name>/``, ``lolo/<name>/``): every
+model's headline and the paired tests between them (notebook 07's :func:`bloodlib.study.comparison.compare`), and
+notebook 08's cells at home and its from-scratch-against-fine-tuned comparison (:mod:`bloodlib.study.transfer`),
+all with the run's own bootstrap size and seed; notebook 08's cross-lab cells and gap-narrowing methods from the
+predictions it saved (``transfer/cells/``, :func:`bloodlib.study.transfer.save_cells`); notebook 09's
+leave-one-lab-out rounds and each lab's own test part from its saved cells (``lolo/<name>/cells/``).
 
 The part between :data:`START` and :data:`END` is the README's results table (:func:`splice_readme`).
 """
@@ -22,7 +23,7 @@ import pandas as pd
 from bloodlib import config, evaluation
 from bloodlib.evaluation.significance import format_p
 from bloodlib.pipeline import records
-from bloodlib.study import comparison, transfer
+from bloodlib.study import comparison, lolo, transfer
 from bloodlib.utils import fileio
 
 RESULTS = "results.md"
@@ -40,6 +41,7 @@ class RunResults:
     gaps: dict[str, pd.DataFrame]  # architecture -> gap-narrowing table (transfer.display_gap)
     finetuned: dict[str, dict]  # architecture -> transfer.finetuned_against_scratch, + "weights": how it started
     across_labs: bool  # notebook 08 compared two labs in this run
+    any_lab: dict[str, pd.DataFrame]  # notebook 09: architecture -> lolo.scores of its LOLO rounds and test parts
 
 
 def run_settings(record: dict, run_dir: Path) -> dict:
@@ -81,7 +83,15 @@ def collect(run_dir: str | os.PathLike) -> RunResults:
                       transfer.display_table(transfer.table(cells, n=n, seed=seed)),
                       {model: transfer.display_gap(transfer.gap_table(methods, n=n, seed=seed))
                        for model, methods in gaps.items()},
-                      finetuned, bool(away))
+                      finetuned, bool(away), any_lab_scores(run_dir, n=n, seed=seed))
+
+
+def any_lab_scores(run_dir: Path, *, n: int, seed: int) -> dict[str, pd.DataFrame]:
+    """Notebook 09's saved cells, per architecture, scored as its page scores them: the LOLO rounds (every cell
+    of the held-out lab) and each model's own lab's test part; empty when notebook 09 did not run."""
+    shown = (lolo.HELD_OUT, lolo.AT_HOME)
+    return {folder.name: lolo.scores([c for c in lolo.load_cells(folder) if c.images in shown], n=n, seed=seed)
+            for folder in sorted(p.parent for p in (run_dir / lolo.FOLDER).glob(f"*/{lolo.RECORD}"))}
 
 
 def saved_ci_method(folder: Path) -> str:
@@ -186,6 +196,19 @@ def across_labs_section(results: RunResults) -> list[str]:
     return lines
 
 
+def any_lab_section(results: RunResults) -> list[str]:
+    lines = ["## Any lab (notebook 09)", ""]
+    for model, table in results.any_lab.items():
+        rounds = table[table["images"] == lolo.HELD_OUT]
+        at_home = table[table["images"] == lolo.AT_HOME]
+        lines += [f"### Leave one lab out ({model}): every cell of the held-out lab, trained on the other labs", "",
+                  markdown_table(lolo.display_lolo(table).reset_index()), "", lolo.travels_text(rounds), ""]
+        if len(at_home):
+            lines += [f"### Each lab's own test part ({model}): trained on that lab alone, or on every lab", "",
+                      markdown_table(transfer.display_table(at_home).drop(columns=["model", "images"])), ""]
+    return lines
+
+
 def markdown(results: RunResults, *, run_href: str | None = None) -> str:
     """The whole of ``results.md``."""
     record = results.record
@@ -197,6 +220,8 @@ def markdown(results: RunResults, *, run_href: str | None = None) -> str:
              "## Headline (notebook 07)", "", headline_block(results), ""]
     if results.across_labs or results.finetuned:  # notebook 08 ran and compared two labs
         lines += across_labs_section(results)
+    if results.any_lab:
+        lines += any_lab_section(results)
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
