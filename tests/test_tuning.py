@@ -103,6 +103,8 @@ def test_every_model_gets_the_same_trials_and_a_search_resumes(tmp_path):
     assert len(json.loads(row["per_split"])) == 2 and row["image_epochs"] > 0 and row["precision"] == "fp32"
 
 
+# the other worker is simulated with study.ask(), which optuna warns about on a storage with heartbeats
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
 def test_two_processes_on_one_storage_draw_different_recipes(tmp_path):
     """Each trial's sampler is seeded from the study's history: a second worker asking while the first trial is
     still running draws another recipe, and a trial under way counts as taken when the next model is chosen."""
