@@ -182,8 +182,11 @@ def trials_table(studies: dict[str, optuna.Study]) -> pd.DataFrame:
     for model, study in studies.items():
         for trial in study.get_trials(deepcopy=False):
             attrs = trial.user_attrs
+            # a dead worker's trial is marked failed when the next worker starts, so a failed trial's span is not
+            # the time it ran: left blank
             seconds = (trial.datetime_complete - trial.datetime_start).total_seconds() \
-                if trial.datetime_complete and trial.datetime_start else None
+                if trial.datetime_complete and trial.datetime_start and trial.state.is_finished() \
+                and trial.state != optuna.trial.TrialState.FAIL else None
             frames.append(dict(model=model, study=study.study_name, trial=trial.number, state=trial.state.name,
                                validation_macro_f1=trial.value, per_split=json.dumps(attrs.get("per_split")),
                                image_epochs=attrs.get("image_epochs"), seconds=seconds,
