@@ -1,5 +1,7 @@
 """Every figure builds from small synthetic inputs, has a title and labelled axes, keeps every text inside its
 axes, shows each panel's own ticks, and never shows itself."""
+import io
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -69,6 +71,30 @@ def test_image_figures(images):
     check_figure(plots.image_grid(x.permute(0, 2, 3, 1).numpy()[:2], ["a", "b"]))
     with pytest.raises(ValueError, match="3 colour channels"):
         plots.image_grid(np.zeros((2, 4, 8, 8), dtype=np.uint8))
+
+
+def test_a_notebook_shows_photographs_as_jpeg_and_charts_as_png(images, monkeypatch):
+    """Enlarged photographs weigh several times more as PNG (the report's pages carry them inline); charts keep
+    PNG's sharp lines."""
+    import IPython
+    from IPython.core.formatters import DisplayFormatter
+
+    shell = type("Shell", (), {"display_formatter": DisplayFormatter()})()
+    monkeypatch.setattr(IPython, "get_ipython", lambda: shell)
+    plots.set_style()
+    x, y = images
+    big = torch.nn.functional.interpolate(x[:8].float(), size=64, mode="bilinear").round().to(torch.uint8)
+    for fig in (plots.image_grid(big, ncols=4), plots.sample_grid(x, y, CLASSES, per_class=3),
+                plots.average_images(x, y, CLASSES)):
+        shown, _ = shell.display_formatter.format(fig)
+        assert "image/png" not in shown and shown["image/jpeg"].startswith(b"\xff\xd8\xff")  # a JPEG's first bytes
+    shown, _ = shell.display_formatter.format(plots.class_distribution(pd.Series([3, 1], index=CLASSES[:2]),
+                                                                       pd.Series([2, 1], index=CLASSES[:2])))
+    assert "image/jpeg" not in shown and shown["image/png"].startswith(b"\x89PNG")
+    grid = plots.image_grid(big, ncols=4)
+    png = io.BytesIO()
+    grid.savefig(png, format="png", dpi=plots.DPI, bbox_inches="tight")
+    assert len(plots.figure_bytes(grid)) < len(png.getvalue()) / 2
 
 
 def test_channel_histograms_are_densities(images):

@@ -23,6 +23,7 @@ from bloodlib.utils import fileio, paths
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"  # tqdm.auto bars: meaningless without a live kernel
 TEXT_OUTPUTS = ("text/plain", "text/html", "text/markdown", "text/latex")  # where an output can name a path
+IMAGE_OUTPUTS = ("image/png", "image/jpeg")  # figures: charts as PNG, photographs as JPEG (plots.PhotoFigure)
 
 
 def css() -> str:
@@ -51,11 +52,11 @@ def for_readers(nb: nbformat.NotebookNode, *, show_input: bool = False, keep_std
         if cell.cell_type == "code":
             outputs, seen = [], set()
             for o in cell.get("outputs", []):
-                png = o.get("data", {}).get("image/png")
+                image = next((o.data[mime] for mime in IMAGE_OUTPUTS if mime in o.get("data", {})), None)
                 if (not keep_stderr and o.output_type == "stream" and o.get("name") == "stderr") \
-                        or WIDGET_VIEW in o.get("data", {}) or (png and png in seen):
+                        or WIDGET_VIEW in o.get("data", {}) or (image and image in seen):
                     continue
-                seen.add(png)
+                seen.add(image)
                 outputs.append(_portable_output(o, root) if root is not None else o)
             cell.outputs = outputs
             if not show_input and not cell.outputs:
