@@ -12,6 +12,8 @@ weights, batches and augmentations (repeated cross-validation); the models of on
     python benchmarks/spread.py                       # resnet18, seeds 42 43 44, 1 and 2 threads
     python benchmarks/spread.py --seeds 42 43 -- --epochs 40 --ema 0.99   # options after -- go to quality.py
     python benchmarks/spread.py -- --replay-selection    # and the spread of each epoch-selection rule
+    python benchmarks/spread.py --threads 2 --precisions fp32 bf16 \
+        --table benchmarks/results/precision.csv        # bf16 against fp32, seed by seed (a CPU with native bf16)
 
 With ``--replay-selection`` each run trains every epoch once and scores every rule of ``quality.RULES`` on it,
 so the table before and after a change of the rule comes from the same trainings.
@@ -40,14 +42,17 @@ def main(argv=None) -> pd.DataFrame:
     parser.add_argument("--models", nargs="+", default=["resnet18"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--precisions", nargs="+", choices=["auto", "fp32", "bf16"], default=["auto"],
+                        help="CPU precisions to run each seed in (auto: the product's choice, models.precision)")
     parser.add_argument("--log", type=Path, default=Path("outputs/quality/spread.jsonl"))
     parser.add_argument("--table", type=Path, help="write the runs here as CSV (e.g. benchmarks/results/seed_spread.csv)")
     parser.add_argument("recipe", nargs=argparse.REMAINDER, help="-- then quality.py options")
     args = parser.parse_args(argv)
     recipe = [w for w in args.recipe if w != "--"]
     done = pd.read_json(args.log, lines=True) if args.log.is_file() else pd.DataFrame(columns=["name", "torch_threads"])
-    for model, seed, threads in itertools.product(args.models, args.seeds, args.threads):
-        words = ["--model", model, "--seed", str(seed), "--threads", str(threads), *recipe]
+    pinned = {"auto": []} | {p: ["--precision", p] for p in ("fp32", "bf16")}
+    for model, seed, threads, precision in itertools.product(args.models, args.seeds, args.threads, args.precisions):
+        words = ["--model", model, "--seed", str(seed), "--threads", str(threads), *pinned[precision], *recipe]
         name = quality.name_of(quality.parser().parse_args(words))
         if ((done["name"] == name) & (done["torch_threads"] == threads)).any():
             continue
@@ -56,19 +61,23 @@ def main(argv=None) -> pd.DataFrame:
                        env={**os.environ, "OMP_NUM_THREADS": str(threads)},
                        stdout=subprocess.DEVNULL)
     runs = pd.read_json(args.log, lines=True)
-    names = {quality.name_of(quality.parser().parse_args(["--model", m, "--seed", str(s), *recipe]))
-             for m in args.models for s in args.seeds}
+    names = {quality.name_of(quality.parser().parse_args(["--model", m, "--seed", str(s), *pinned[p], *recipe]))
+             for m in args.models for s in args.seeds for p in args.precisions}
     runs = runs[runs["name"].isin(names) & runs["torch_threads"].isin(args.threads)]
     runs = runs.drop_duplicates(["name", "torch_threads"], keep="last")
     table = runs[["model", "seed", "torch_threads", "precision", "pooled_macro_f1", "fold_mean_macro_f1",
                   "pooled_accuracy", "seconds", "train_config"]].copy()
     table["train_config"] = table["train_config"].map(lambda c: json.dumps(c, sort_keys=True))
-    table = table.sort_values(["model", "seed", "torch_threads"]).reset_index(drop=True)
+    table = table.sort_values(["model", "seed", "torch_threads", "precision"]).reset_index(drop=True)
     print(table.drop(columns="train_config").round(3).to_string(index=False))
-    for model, runs_of in table.groupby("model"):
+    for (model, precision), runs_of in table.groupby(["model", "precision"]):
         for column in ("pooled_macro_f1", "fold_mean_macro_f1"):
-            print(f"{model} {column}: min {runs_of[column].min():.3f}, max {runs_of[column].max():.3f}, "
+            print(f"{model} {precision} {column}: min {runs_of[column].min():.3f}, max {runs_of[column].max():.3f}, "
                   f"spread {runs_of[column].max() - runs_of[column].min():.3f}")
+    if table["precision"].nunique() > 1:  # the same seeds in each precision: paired differences
+        paired = table.pivot_table(index=["model", "seed", "torch_threads"], columns="precision",
+                                   values="fold_mean_macro_f1")
+        print("fold-mean macro-F1 by precision, seed by seed:\n" + paired.round(3).to_string())
     if args.table:
         args.table.parent.mkdir(parents=True, exist_ok=True)
         tmp = args.table.with_name(args.table.name + ".tmp")

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import throughput  # noqa: E402  (a script, not a package)
+import quality  # noqa: E402  (scripts, not a package)
+import throughput  # noqa: E402
 
 
 def test_throughput_trains_on_the_first_split_the_notebooks_make(bccd_root, monkeypatch):
@@ -18,3 +19,16 @@ def test_throughput_trains_on_the_first_split_the_notebooks_make(bccd_root, monk
     assert len(val) and len(train) > len(np.unique(train))  # the train part, oversampled as fit trains it
     assert not set(train) & set(val)
     assert data.image_size == (64, 64)
+
+
+def test_a_pinned_precision_is_in_the_recipe_and_the_run_name():
+    """bf16 and fp32 runs of one seed are two runs of the log (the bf16/fp32 comparison of benchmarks/spread.py);
+    without --precision the name stays as before, so earlier logs still match."""
+    names = {}
+    for precision in (None, "fp32", "bf16"):
+        args = quality.parser().parse_args(["--model", "resnet18", "--seed", "43"]
+                                           + (["--precision", precision] if precision else []))
+        settings = quality.settings_for(args)
+        assert settings.train.cpu_bf16 == {None: None, "fp32": False, "bf16": True}[precision]
+        names[precision] = quality.name_of(args)
+    assert names["fp32"] == names[None] + "-fp32" and names["bf16"] == names[None] + "-bf16"
