@@ -70,7 +70,7 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--cutmix", type=float, help="cutmix alpha, 0: off")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--precision", choices=["fp32", "bf16"],
+    parser.add_argument("--precision", dest="pinned_precision", choices=["fp32", "bf16"],
                         help="pin the CPU precision (TrainConfig.cpu_bf16); default: bf16 where models.precision."
                              "CPU_SPEEDUPS measured a gain and the CPU has native bf16, else fp32")
     parser.add_argument("--out", type=Path, default=Path("outputs/quality"))
@@ -84,8 +84,8 @@ def parser() -> argparse.ArgumentParser:
 def settings_for(args: argparse.Namespace, output_dir: Path | None = None) -> config.Settings:
     """The layered settings (profile, dataset, the model's recipe), then what the options set."""
     chosen = {field: getattr(args, option) for option, field in FIELDS.items() if getattr(args, option) is not None}
-    if getattr(args, "precision", None):
-        chosen["cpu_bf16"] = args.precision == "bf16"
+    if getattr(args, "pinned_precision", None):  # the result's "precision" is what the run trained in
+        chosen["cpu_bf16"] = args.pinned_precision == "bf16"
     return config.resolve(args.profile, output_dir=output_dir, model=args.model, **chosen)
 
 

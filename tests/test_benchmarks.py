@@ -32,3 +32,22 @@ def test_a_pinned_precision_is_in_the_recipe_and_the_run_name():
         assert settings.train.cpu_bf16 == {None: None, "fp32": False, "bf16": True}[precision]
         names[precision] = quality.name_of(args)
     assert names["fp32"] == names[None] + "-fp32" and names["bf16"] == names[None] + "-bf16"
+
+
+def test_the_precision_table_in_the_benchmarks_readme_is_the_committed_one():
+    """benchmarks/README.md's bf16/fp32 rows are copied from results/precision.csv: each seed's two scores and
+    their difference (of the unrounded scores), to the printed digits."""
+    import re
+
+    import pandas as pd
+
+    root = Path(__file__).resolve().parents[1] / "benchmarks"
+    runs = pd.read_csv(root / "results" / "precision.csv")
+    scores = runs.pivot_table(index="seed", columns="precision", values="fold_mean_macro_f1")
+    section = (root / "README.md").read_text().split("## bf16 against fp32", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| (\d+) \| ([\d.]+) \| ([\d.]+) \| ([+-][\d.]+) \|", section, re.MULTILINE)
+    assert [int(seed) for seed, *_ in rows] == sorted(scores.index)
+    for seed, bf16, fp32, difference in rows:
+        shown = scores.loc[int(seed)]
+        assert (float(bf16), float(fp32)) == (round(shown["bf16"], 3), round(shown["fp32"], 3))
+        assert float(difference) == round(shown["bf16"] - shown["fp32"], 3)
