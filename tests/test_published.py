@@ -12,6 +12,7 @@ import pytest
 from bloodlib.data import fingerprint
 from bloodlib.pipeline import publish as published
 from bloodlib.utils import paths
+from browser.check import references, resolve_link
 from conftest import REPO, data_root
 
 
@@ -52,6 +53,18 @@ def test_the_committed_report_is_small_and_holds_no_checkpoint():
     tracked = [REPO / p for p in git("ls-files", "report").stdout.split()]
     assert sum(p.stat().st_size for p in tracked) <= published.MAX_BYTES
     assert not [p for p in tracked if p.suffix in (".pt", ".npy")]
+
+
+def test_every_link_of_the_committed_report_reaches_a_committed_file():
+    """A fresh clone holds only what publishing committed (no executed notebook, no checkpoint): every
+    relative link of the committed index and pages must reach one of those files."""
+    committed_record()
+    tracked = {(REPO / p).resolve() for p in git("ls-files", "report").stdout.split()}
+    dead = [f"{page.relative_to(REPO)}: {url}"
+            for page in sorted(p for p in tracked if p.suffix == ".html" and "runs" not in p.parts)
+            for tag, _, url in references(page)
+            if (link := resolve_link(page, url))[0] == "file" and link[1] not in tracked]
+    assert not dead, f"{len(dead)} link(s) to files not committed: {dead[:5]}"
 
 
 # Placeholders of the notebooks' own text ("csv:/path/list.csv"), not paths of a machine.

@@ -30,7 +30,8 @@ def promote(run_dir: Path, report_dir: Path) -> Path:
         shutil.rmtree(folder, ignore_errors=True)
     staging.mkdir(parents=True)
     shutil.copytree(run_dir / "pages", staging / "pages")
-    report.write_index(run_dir, staging / "index.html", run_href=run_href)
+    # the executed notebooks stay in the run folder, uncommitted: this index (committed) names their folder
+    report.write_index(run_dir, staging / "index.html", run_href=run_href, link_notebooks=False)
     fileio.write_json(staging / MARKER, {"run_id": run_id, "run": run_href,
                                          "promoted": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     if (run_dir / "models").is_dir():  # the numbers the README quotes; a run that trained nothing has none

@@ -253,13 +253,16 @@ def run_rows(record: dict) -> list[tuple[str, str]]:
 
 
 def write_index(run_dir: str | os.PathLike, dest: str | os.PathLike, *, run_href: str = ".",
-                show_input: bool = False) -> Path:
+                show_input: bool = False, link_notebooks: bool = True) -> Path:
     """The index page of a run. Links are relative to ``dest``: pages in ``pages/``, run files under
     ``run_href`` (``"."`` in the run folder, ``"runs/<id>"`` in the report folder). The record's paths are
-    shown portable, whatever the record holds (the parameters given are kept there as given)."""
+    shown portable, whatever the record holds (the parameters given are kept there as given).
+    ``link_notebooks=False`` names the folder of the executed notebooks instead of linking each one: the
+    report folder's index is committed, and they are not (:data:`bloodlib.pipeline.publish.LEFT_OUT`)."""
     run_dir, dest = Path(run_dir), Path(dest)
     record = paths.portable_values(_read_json(run_dir / records.RECORD) or {"run_id": run_dir.name}, repo_root())
-    pages = [dict(p, href=p["page"]) for p in page_list(run_dir, run_href)]
+    pages = [dict(p, href=p["page"], notebook=p["notebook"] if link_notebooks else None)
+             for p in page_list(run_dir, run_href)]
     data = data_summary(run_dir, (record.get("settings") or {}).get("dataset"))
     if data:
         data["pages"] = [(p["title"].split(":")[0], p["href"]) for p in pages
@@ -284,7 +287,8 @@ def write_index(run_dir: str | os.PathLike, dest: str | os.PathLike, *, run_href
         pretrained={name: m.get("initial_weights") or m.get("pretrained") for name, m in models.items()},
         run_rows=[(k, Markup(v)) for k, v in run_rows(record)],
         run_links=[(name, f"{run_href}/{name}") for name in (records.RECORD, "run.log")
-                   if (run_dir / name).is_file()])
+                   if (run_dir / name).is_file()],
+        notebooks_folder=None if link_notebooks or not pages else f"{run_href}/notebooks/")
     fileio.write_text(dest, page)
     return dest
 
