@@ -49,10 +49,11 @@ settings
 from IPython.display import Markdown
 
 from bloodlib.study import comparison, recipes, reruns
-from bloodlib.tuning import space
+from bloodlib.tuning import search, space
 
+trials = recipes.read_trials()
 result = comparison.compare(settings.output_dir / "models", n=settings.bootstrap, seed=settings.seed,
-                            trials=recipes.read_trials(), tuning=True)
+                            trials=trials, tuning=True)
 comparison.display_table(result)
 
 # %% [markdown]
@@ -71,6 +72,18 @@ comparison.display_table(result)
 # %%
 display(space.space_table(list(result.table.index)))
 comparison.display_tuning(result)
+
+# %% [markdown]
+# Each search's trials in the order they ran: a best found in the last trials says the search may not be
+# done improving; a flat line after an early best says more trials of the same space would hardly help.
+
+# %%
+progress = search.finished_in_order(trials) if trials is not None else None
+progress = None if progress is None else progress[progress["model"].isin(result.table.index)]
+if progress is None or progress.empty:
+    display(Markdown("*No search of these models has finished a trial yet (`python -m bloodlib tune MODEL`).*"))
+else:
+    display(plots.search_progress(progress))
 
 # %% [markdown]
 # ## How much a rerun moves the answer

@@ -141,6 +141,20 @@ def test_training_curves():
     assert "kept epoch (3)" in [t.get_text() for t in kept.axes[0].get_legend().get_texts()]
 
 
+def test_search_progress_shows_each_models_trials_and_best_so_far():
+    progress = pd.DataFrame({"model": ["a", "a", "a", "b"], "order": [1, 2, 3, 1],
+                             "state": ["COMPLETE", "PRUNED", "COMPLETE", "COMPLETE"],
+                             "validation_macro_f1": [0.5, None, 0.7, 0.4], "best_so_far": [0.5, 0.5, 0.7, 0.4]})
+    fig = plots.search_progress(progress)
+    check_figure(fig)
+    assert [ax.get_title() for ax in fig.axes] == ["a", "b"]
+    scores, pruned, best = fig.axes[0].get_lines()
+    assert list(scores.get_ydata()) == [0.5, 0.7] and list(pruned.get_xdata()) == [2]
+    assert list(best.get_ydata()) == [0.5, 0.5, 0.7]
+    with pytest.raises(ValueError, match="no finished trial"):
+        plots.search_progress(progress.iloc[:0])
+
+
 def test_evaluation_figures():
     rng = np.random.default_rng(0)
     y = np.repeat(np.arange(4), 6)

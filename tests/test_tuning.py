@@ -181,7 +181,9 @@ def test_the_summary_names_the_chosen_recipe():
     assert search.chosen_recipe(table, "m") == {"lr": 3e-3, "batch_size": 16}
     row = search.summary_table(table).loc["m"]
     assert (row["trials"], row["complete"], row["pruned"], row["image-epochs spent"]) == (3, 2, 1, 240)
-    assert row["best validation macro-F1"] == 0.7
+    assert row["best validation macro-F1"] == 0.7 and row["best at trial"] == 2
+    progress = search.finished_in_order(table.iloc[::-1])  # in trial order, whatever the table's
+    assert list(progress["order"]) == [1, 2, 3] and list(progress["best_so_far"]) == [0.5, 0.7, 0.7]
 
 
 # ------------------------------------------------------------------------------------ the chosen recipes

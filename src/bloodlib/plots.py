@@ -288,6 +288,31 @@ def metrics_with_ci(table: pd.DataFrame, metrics: Sequence[str] | None = None, *
     return fig
 
 
+def search_progress(progress: pd.DataFrame, *, title: str = "Validation macro-F1 of each search's trials") -> Figure:
+    """One panel per model: each finished trial's validation score (dots; pruned trials as crosses along the axis)
+    and the best so far (a step line), so a reader sees where each search stopped improving.
+
+    ``progress``: columns ``model``, ``order``, ``state``, ``validation_macro_f1``, ``best_so_far`` (as
+    :func:`bloodlib.tuning.search.finished_in_order` returns)."""
+    models = list(dict.fromkeys(progress["model"]))
+    if not models:
+        raise ValueError("search_progress: no finished trial to draw")
+    fig, axes = _subplots(1, len(models), figsize=(3.4 * len(models) + 0.6, 3.6), squeeze=False, sharey=True)
+    for ax, model, colour in zip(axes[0], models, sns.color_palette(n_colors=len(models))):
+        mine = progress[progress["model"] == model]
+        complete, pruned = mine[mine["state"] == "COMPLETE"], mine[mine["state"] == "PRUNED"]
+        ax.plot(complete["order"], complete["validation_macro_f1"], "o", color=colour, label="trial")
+        ax.plot(pruned["order"], np.full(len(pruned), 0.02), "x", color="grey", label="pruned (no score)")
+        ax.step(mine["order"], mine["best_so_far"], where="post", color=colour, alpha=0.7, label="best so far")
+        ax.set(title=model, xlabel="finished trial", ylim=(0, 1))
+        ax.set_xticks(mine["order"])
+    axes[0][0].set_ylabel("validation macro-F1")
+    axes[0][-1].legend(fontsize="small", loc="lower right")
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))  # the top twentieth for the suptitle
+    return fig
+
+
 def train_test_heatmaps(matrices: dict[str, pd.DataFrame], *, title: str) -> Figure:
     """One heatmap per model (rows: trained on, columns: tested on), values in [0, 1].
 

@@ -66,6 +66,9 @@ def tuning_table(evaluations: dict[str, evaluation.Evaluation], trials: pd.DataF
             "trials (pruned)": f"{found['trials']} ({found['pruned']})" if found is not None else "0",
             "image-epochs per full trial": found["image-epochs per full trial"] if found is not None else None,
             "best validation macro-F1": found["best validation macro-F1"] if found is not None else np.nan,
+            # where the search stopped improving: a best found late says more trials might still help
+            "best found at trial": (f"{found['best at trial']} of {found['trials']}"
+                                    if found is not None and pd.notna(found["best at trial"]) else "–"),
             "recipe chosen on validation": (describe_recipe(search.chosen_recipe(trials, model))
                                             if found is not None and found["complete"] else "–"),
             "recipe trained": describe_recipe(trained),

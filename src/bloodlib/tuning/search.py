@@ -224,12 +224,28 @@ def _plain(value):
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
+def finished_in_order(trials: pd.DataFrame) -> pd.DataFrame:
+    """Each model's complete and pruned trials in the order they were numbered, with ``order`` (1, 2, ... per
+    model) and ``best_so_far`` (the best validation score of its complete trials up to each): how each search
+    progressed (failed and unfinished trials are not counted, as the search does not count them)."""
+    done = (trials[trials["state"].isin(["COMPLETE", "PRUNED"])]
+            .sort_values(["model", "trial"], kind="stable").copy())
+    done["order"] = done.groupby("model").cumcount() + 1
+    best = done["validation_macro_f1"].where(done["state"] == "COMPLETE").groupby(done["model"]).cummax()
+    done["best_so_far"] = best.groupby(done["model"]).ffill()  # a pruned trial keeps the best before it
+    return done
+
+
 def summary_table(table: pd.DataFrame) -> pd.DataFrame:
     """Per model: trials run, complete, pruned, failed; image-epochs spent and per full trial; the best
-    validation score and its recipe."""
+    validation score, which finished trial found it (``best at trial``: where the search stopped improving)
+    and its recipe."""
     rows = {}
     for model, trials in table.groupby("model", sort=False):
         complete = trials[trials["state"] == "COMPLETE"]
+        done = finished_in_order(trials)
+        best_at = (int(done.loc[done["validation_macro_f1"].idxmax(), "order"])
+                   if done["validation_macro_f1"].notna().any() else None)
         rows[model] = {
             "trials": int(trials["state"].isin(["COMPLETE", "PRUNED"]).sum()),
             "complete": len(complete), "pruned": int((trials["state"] == "PRUNED").sum()),
@@ -238,6 +254,7 @@ def summary_table(table: pd.DataFrame) -> pd.DataFrame:
             "image-epochs per full trial": int(complete["image_epochs"].median()) if len(complete) else None,
             "hours": round(float(trials["seconds"].fillna(0).sum()) / 3600, 2),
             "best validation macro-F1": float(complete["validation_macro_f1"].max()) if len(complete) else None,
+            "best at trial": best_at,
             "chosen recipe": json.dumps(chosen_recipe(table, model)) if len(complete) else "",
         }
     frame = pd.DataFrame.from_dict(rows, orient="index")
