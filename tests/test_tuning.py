@@ -176,7 +176,7 @@ def test_the_summary_names_the_chosen_recipe():
              param_lr=1e-3, param_batch_size=32.0),
         dict(model="m", trial=1, state="COMPLETE", validation_macro_f1=0.7, image_epochs=100, seconds=10.0,
              param_lr=3e-3, param_batch_size=16.0),
-        dict(model="m", trial=2, state="PRUNED", validation_macro_f1=None, image_epochs=40, seconds=4.0,
+        dict(model="m", trial=2, state="PRUNED", validation_macro_f1=0.9, image_epochs=40, seconds=4.0,
              param_lr=1e-2, param_batch_size=64.0)])
     assert search.chosen_recipe(table, "m") == {"lr": 3e-3, "batch_size": 16}
     row = search.summary_table(table).loc["m"]

@@ -244,8 +244,8 @@ def summary_table(table: pd.DataFrame) -> pd.DataFrame:
     for model, trials in table.groupby("model", sort=False):
         complete = trials[trials["state"] == "COMPLETE"]
         done = finished_in_order(trials)
-        best_at = (int(done.loc[done["validation_macro_f1"].idxmax(), "order"])
-                   if done["validation_macro_f1"].notna().any() else None)
+        scored = done[done["state"] == "COMPLETE"]  # a pruned trial's value is a fold's, not a recipe's score
+        best_at = int(scored.loc[scored["validation_macro_f1"].idxmax(), "order"]) if len(scored) else None
         rows[model] = {
             "trials": int(trials["state"].isin(["COMPLETE", "PRUNED"]).sum()),
             "complete": len(complete), "pruned": int((trials["state"] == "PRUNED").sum()),
