@@ -244,7 +244,7 @@ def summary_table(table: pd.DataFrame) -> pd.DataFrame:
     for model, trials in table.groupby("model", sort=False):
         complete = trials[trials["state"] == "COMPLETE"]
         done = finished_in_order(trials)
-        scored = done[done["state"] == "COMPLETE"]  # a pruned trial's value is a fold's, not a recipe's score
+        scored = done[done["state"] == "COMPLETE"]  # a pruned trial's value: the mean of the folds it finished
         best_at = int(scored.loc[scored["validation_macro_f1"].idxmax(), "order"]) if len(scored) else None
         rows[model] = {
             "trials": int(trials["state"].isin(["COMPLETE", "PRUNED"]).sum()),
