@@ -49,7 +49,7 @@ settings
 from IPython.display import Markdown
 
 from bloodlib.study import comparison, recipes, reruns
-from bloodlib.tuning import search, space
+from bloodlib.tuning import space
 
 trials = recipes.read_trials()
 result = comparison.compare(settings.output_dir / "models", n=settings.bootstrap, seed=settings.seed,
@@ -78,9 +78,8 @@ comparison.display_tuning(result)
 # done improving; a flat line after an early best says more trials of the same space would hardly help.
 
 # %%
-progress = search.finished_in_order(trials) if trials is not None else None
-progress = None if progress is None else progress[progress["model"].isin(result.table.index)]
-if progress is None or progress.empty:
+progress = recipes.search_progress(trials, result.table.index)
+if progress.empty:
     display(Markdown("*No search of these models has finished a trial yet (`python -m bloodlib tune MODEL`).*"))
 else:
     display(plots.search_progress(progress))

@@ -236,6 +236,21 @@ def test_the_tuning_table_says_whether_each_model_trained_with_its_choice():
                                                      f"({search.TRIALS} trials each")
 
 
+def test_notebook_07_draws_the_progress_of_the_compared_models_only():
+    from bloodlib.study import recipes
+
+    chosen = {"lr": 0.004, "batch_size": 32}
+    table = pd.DataFrame(trials_for("resnet18", 3, chosen) + trials_for("alexnet", 2, chosen)
+                         + [dict(model="alexnet", trial=9, state="RUNNING", validation_macro_f1=np.nan)])
+    progress = recipes.search_progress(table, ["alexnet", "vgg"])
+    assert list(progress["model"]) == ["alexnet"] * 2 and list(progress["order"]) == [1, 2]
+    assert list(progress["best_so_far"]) == [0.5, 0.51]
+    # nothing to draw: an empty frame, whether no search ran or none of these models finished a trial
+    assert recipes.search_progress(None, ["resnet18"]).empty
+    assert recipes.search_progress(table, ["vgg"]).empty
+    assert recipes.search_progress(table.iloc[:0], ["resnet18"]).empty
+
+
 def test_the_spread_table_says_whether_the_ranking_holds_for_every_seed():
     from bloodlib.study import reruns
 

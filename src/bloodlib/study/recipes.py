@@ -25,6 +25,15 @@ def read_trials(root: Path | None = None) -> pd.DataFrame | None:
     return pd.read_csv(path) if path.is_file() else None
 
 
+def search_progress(trials: pd.DataFrame | None, models) -> pd.DataFrame:
+    """The finished trials of ``models``' searches in the order they ran, with the best so far
+    (:func:`bloodlib.tuning.search.finished_in_order`); an empty frame before any of them finished a trial."""
+    if trials is None or trials.empty:
+        return pd.DataFrame(columns=[*(trials.columns if trials is not None else []), "order", "best_so_far"])
+    progress = search.finished_in_order(trials)
+    return progress[progress["model"].isin(list(models))].reset_index(drop=True)
+
+
 def describe_recipe(recipe: dict) -> str:
     """``lr 3.1e-03, weight_decay 0.021, batch_size 32``: three significant digits."""
     def shown(value):
