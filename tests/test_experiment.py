@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from bloodlib.study import comparison, experiment
-from bloodlib import config, evaluation
+from bloodlib import config, evaluation, models
 from bloodlib.data import datasets
 from bloodlib.data.datasets import ImageSet
 
@@ -120,15 +120,23 @@ def test_further_test_sets_are_compared_apart(tmp_path):
     assert comparison.further_test_sets(tmp_path / "nothing", n=50) == {}
 
 
-def test_the_registry_recipe_applies_and_the_caller_wins(tmp_path, monkeypatch):
-    assert config.MODEL_RECIPES["efficientnet_b0"] == {"lr": 3e-3}
+def test_the_registry_recipe_applies_from_scratch_on_its_dataset_and_the_caller_wins(tmp_path, monkeypatch):
+    monkeypatch.setattr(config, "MODEL_RECIPES", {("bccd", "efficientnet_b0"): {"lr": 3e-3}})
     seen = []
     monkeypatch.setattr(experiment.train, "fit", lambda model, data, tr, va, cfg, **kw: seen.append(cfg.lr) or 1 / 0)
+    # no backbone trained, no weights host contacted: every start is a random one here, only the recipe differs
+    monkeypatch.setattr(experiment.backbones, "resolve_pretrained", lambda *a: models.InitialWeights("scratch"))
     prepared = _prepared(synthetic_set(), tmp_path, epochs=1, folds=2, image_size=32)
-    for overrides in ({}, {"lr": 1e-4}):
+    base = config.TrainConfig().lr
+    for pretrained, overrides in (("scratch", {}), ("scratch", {"lr": 1e-4}), ("pbc", {}), ("imagenet", {})):
         with pytest.raises(ZeroDivisionError):
-            experiment.run_model(prepared, "efficientnet_b0", pretrained="scratch", progress=False, **overrides)
-    assert seen == [3e-3, 1e-4]
+            experiment.run_model(prepared, "efficientnet_b0", pretrained=pretrained, progress=False, **overrides)
+    # a recipe tuned from scratch is not a fine-tuning recipe: a pretrained start keeps the layers below it
+    assert seen == [3e-3, 1e-4, base, base]
+    # nor is it another dataset's: a recipe chosen on BCCD's cells stays there
+    assert config.resolve("smoke", model="efficientnet_b0", dataset="pbc").train.lr == base
+    assert config.resolve("smoke", model="efficientnet_b0").train.lr == 3e-3
+    assert config.resolve("smoke", model="efficientnet_b0", from_scratch=False).train.lr == base
 
 
 def test_errors_by_source_only_where_test_images_share_sources():

@@ -194,7 +194,8 @@ def test_finished_searches_are_the_recipes_the_notebooks_train_with():
     table = pd.read_csv(path)
     for model, summary in search.summary_table(table).iterrows():
         if summary["trials"] >= search.TRIALS:
-            assert config.MODEL_RECIPES.get(model) == search.chosen_recipe(table, model), model
+            dataset = table.loc[table["model"] == model, "study"].iloc[0].split("-")[0]  # study: dataset-model-...
+            assert config.MODEL_RECIPES.get((dataset, model)) == search.chosen_recipe(table, model), model
 
 
 # ------------------------------------------------------------------------------- notebook 07's tables

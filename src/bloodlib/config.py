@@ -76,21 +76,24 @@ DATASET_DEFAULTS: dict[tuple[str, str], dict] = {
     ("smoke", "labs"): dict(mode="crop", image_size=32, epochs=1, input_colour="lab"),
 }
 
-# A model's own recipe (TrainConfig fields only), like timm's pretrained_cfg. A model's finished tuning search
-# (`python -m bloodlib tune MODEL`, scored on validation parts only) writes its choice here; its trials are in
-# benchmarks/results/tuning/trials.csv and notebook 07 shows them. efficientnet_b0's lr=3e-3 is older: it was chosen
-# on the 4 folds' TEST macro-F1 (0.44 -> 0.61), and stays only until its search finishes (docs/defaults.md).
-MODEL_RECIPES: dict[str, dict] = {
-    "efficientnet_b0": dict(lr=3e-3),
+# A model's own recipe for training from scratch on one dataset (TrainConfig fields only), like timm's
+# pretrained_cfg: the choice of that model's tuning search on that dataset (`python -m bloodlib tune MODEL`, the
+# full profile's 4 folds, scored on their validation parts only; the same trials and budget for every model). Its
+# trials: benchmarks/results/tuning/trials.csv (notebook 07 shows them; tests/test_tuning.py checks that these are
+# the table's choices). Keyed by dataset too: a recipe chosen on BCCD says nothing of PBC's or DeepAPL's cells, and
+# nothing of fine-tuning pretrained weights (run_model leaves it out unless a model trains from scratch).
+MODEL_RECIPES: dict[tuple[str, str], dict] = {
+    ("bccd", "efficientnet_b0"): dict(lr=3e-3),
 }
 
 # Fine-tuning from a backbone this study trained on another dataset (notebook 08, bloodlib.study.transfer): layered
-# over the home run's recipe, below what the caller sets. Chosen on the validation parts of the full profile's 4
-# BCCD folds (never their test parts), resnet18 from its PBC backbone at 96 px, one thread per run: 15 epochs at
-# one learning rate for all layers, fold-mean validation macro-F1 0.895, against 0.873 with the backbone at a
-# tenth of the head's rate (backbone_lr_scale=0.1), and 0.880 for the 30-epoch recipe from scratch; half the time.
-# kaggle-augmented: half its from-scratch epochs too (12 -> 6), by analogy with BCCD, not chosen on its own
-# validation part. Other datasets and the smoke profile fine-tune with the home recipe as it is.
+# over the home run's recipe without its model's own (MODEL_RECIPES are from-scratch recipes), below what the caller
+# sets. Chosen on the validation parts of the full profile's 4 BCCD folds (never their test parts), resnet18 from
+# its PBC backbone at 96 px, one thread per run: 15 epochs at one learning rate for all layers, fold-mean validation
+# macro-F1 0.895, against 0.873 with the backbone at a tenth of the head's rate (backbone_lr_scale=0.1), and 0.880
+# for the 30-epoch recipe from scratch; half the time. kaggle-augmented: half its from-scratch epochs too (12 -> 6),
+# by analogy with BCCD, not chosen on its own validation part. Other datasets and the smoke profile fine-tune with
+# the home recipe as it is.
 FINETUNE_RECIPES: dict[tuple[str, str], dict] = {
     ("full", "bccd"): dict(epochs=15),
     ("full", "kaggle-augmented"): dict(epochs=6),
@@ -189,11 +192,13 @@ class Settings:
         d = dataclasses.asdict(self)
         return {k: str(v) if isinstance(v, Path) else v for k, v in d.items()}
 
-    def for_model(self, model: str) -> "Settings":
-        """The same parameters with ``model``'s recipe (a notebook resolved before the model was known)."""
-        if model == self.model:
+    def for_model(self, model: str, *, from_scratch: bool = True) -> "Settings":
+        """The same parameters with ``model``'s recipe (a notebook resolved before the model was known); without
+        it when the model starts from pretrained weights (``from_scratch=False``)."""
+        if model == self.model and from_scratch:
             return self
-        return resolve(self.profile, self.data_dir, self.output_dir, model=model, **self.requested)
+        return resolve(self.profile, self.data_dir, self.output_dir, model=model, from_scratch=from_scratch,
+                       **self.requested)
 
 
 SETTINGS_FIELDS = ("dataset", "mode", "image_size", "crop_margin", "seed", "folds", "repeats", "bootstrap",
@@ -212,11 +217,13 @@ def project_root(start: Path | None = None) -> Path:
 
 
 def resolve(profile: str | None = None, data_dir: str | os.PathLike | None = None,
-            output_dir: str | os.PathLike | None = None, *, model: str | None = None, **overrides) -> Settings:
+            output_dir: str | os.PathLike | None = None, *, model: str | None = None, from_scratch: bool = True,
+            **overrides) -> Settings:
     """Fill ``None`` parameters from the environment and the layers of defaults; reject unknown names early.
 
     Lowest first: the base recipe (TrainConfig, Settings), the profile, the dataset within the profile,
-    ``model``'s recipe (MODEL_RECIPES), then ``overrides`` (any field of Settings or TrainConfig).
+    ``model``'s recipe on the dataset (MODEL_RECIPES; only ``from_scratch``: it was chosen for training from
+    scratch), then ``overrides`` (any field of Settings or TrainConfig).
     """
     profile = profile or os.environ.get(ENV_PROFILE) or "full"
     if profile not in PROFILES:
@@ -228,7 +235,7 @@ def resolve(profile: str | None = None, data_dir: str | os.PathLike | None = Non
     requested = {k: v for k, v in overrides.items() if v is not None}
     dataset = requested.get("dataset") or "bccd"
     values = {**PROFILES[profile], **DATASET_DEFAULTS.get((profile, dataset), {}),
-              **MODEL_RECIPES.get(model, {}), **requested}
+              **(MODEL_RECIPES.get((dataset, model), {}) if from_scratch else {}), **requested}
     seed = values.get("seed", Settings.seed)
     train = TrainConfig(**{k: v for k, v in values.items() if k in TRAIN_FIELDS}, seed=seed)
     data_dir = data_dir or os.environ.get(ENV_DATA) or None

@@ -58,7 +58,9 @@ def run_model(prepared: Prepared, model_name: str, *, pretrained: str | Path = "
     built once and cached by :func:`bloodlib.study.backbones.backbone`).
     ``callback(split, epoch, row, model)`` runs after every epoch of every split (see :func:`bloodlib.training.train.fit`).
     """
-    settings, data = prepared.settings.for_model(model_name), prepared.data
+    # a model's tuned recipe (config.MODEL_RECIPES) was chosen for training from scratch, not for fine-tuning
+    from_scratch = models.InitialWeights.parse(pretrained).kind == "scratch"
+    settings, data = prepared.settings.for_model(model_name, from_scratch=from_scratch), prepared.data
     out_dir = Path(out_dir or settings.output_dir / "models" / model_name)
     cfg = dataclasses.replace(settings.train, **train_overrides)  # the layered recipe (config.resolve), then the caller
     how, planned = prepared.protocol, prepared.splits
