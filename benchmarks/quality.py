@@ -94,10 +94,14 @@ def run_name(settings: config.Settings, model: str) -> str:
     t = settings.train
     dataset = settings.dataset.replace(":", "_").replace("/", "_")
     geometry = (f"-z{t.zoom:g}" if t.zoom else "") + (f"-sh{t.shift:g}" if t.shift else "")
+    # what a tuned recipe sets besides lr, weight decay and batch (left out at their defaults: older names stay)
+    tuned = ((f"-dr{t.drop_rate:g}" if t.drop_rate is not None else "")
+             + (f"-dp{t.drop_path_rate:g}" if t.drop_path_rate is not None else "")
+             + (f"-{t.optimizer}" if t.optimizer != config.TrainConfig.optimizer else ""))
     return (f"{dataset}-{model}-{settings.mode}-{settings.image_size}px-{t.epochs}ep-p{t.patience}"
             f"-f{settings.folds}x{settings.repeats}-lr{t.lr:g}-wd{t.weight_decay:g}-ls{t.label_smoothing:g}"
             f"-j{t.colour_jitter:g}{geometry}-ema{t.ema_decay:g}-mix{t.mixup_alpha:g}-cut{t.cutmix_alpha:g}"
-            f"-b{t.batch_size}-s{settings.seed}" + ("-last" if t.keep_epoch == "last" else "")
+            f"-b{t.batch_size}{tuned}-s{settings.seed}" + ("-last" if t.keep_epoch == "last" else "")
             + ("" if t.cpu_bf16 is None else "-bf16" if t.cpu_bf16 else "-fp32"))  # pinned precision only
 
 

@@ -34,6 +34,18 @@ def test_a_pinned_precision_is_in_the_recipe_and_the_run_name():
     assert names["fp32"] == names[None] + "-fp32" and names["bf16"] == names[None] + "-bf16"
 
 
+def test_a_tuned_recipe_names_its_runs_apart(monkeypatch):
+    """Two recipes that differ only in a searched knob besides lr, weight decay and batch (dropout, drop-path, the
+    optimizer) are two runs of the spread log, not one run found twice; the base recipe's names stay as before."""
+    from bloodlib import config
+
+    args = quality.parser().parse_args(["--model", "alexnet", "--seed", "42"])
+    before = quality.name_of(args)
+    monkeypatch.setattr(config, "MODEL_RECIPES", {("bccd", "alexnet"): dict(drop_rate=0.35, optimizer="sgd")})
+    after = quality.name_of(args)
+    assert after.replace("-dr0.35-sgd", "") == before and after != before
+
+
 def test_the_precision_table_in_the_benchmarks_readme_is_the_committed_one():
     """benchmarks/README.md's bf16/fp32 rows are copied from results/precision.csv: each seed's two scores and
     their difference (of the unrounded scores), to the printed digits."""
