@@ -52,8 +52,8 @@ pretrained = "scratch"  # random initial weights: the same numbers on every mach
 folds = None        # cross-validation folds (None: the profile's; 1: a holdout split)
 repeats = None      # repetitions of the k-fold with other shuffles
 # The training recipe (bloodlib.config.TrainConfig); None: the layered default (base recipe, profile,
-# dataset, then this model's recipe in config.MODEL_RECIPES, chosen by `python -m bloodlib tune` on validation
-# parts: notebook 07 shows how)
+# dataset, then this model's recipe for the dataset in config.MODEL_RECIPES, chosen by `python -m bloodlib tune`
+# on validation parts for training from scratch: notebook 07 shows how)
 epochs = None
 batch_size = None
 lr = None               # peak learning rate of the one-cycle schedule
