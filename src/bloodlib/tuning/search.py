@@ -187,8 +187,9 @@ def trials_table(studies: dict[str, optuna.Study]) -> pd.DataFrame:
             seconds = (trial.datetime_complete - trial.datetime_start).total_seconds() \
                 if trial.datetime_complete and trial.datetime_start and trial.state.is_finished() \
                 and trial.state != optuna.trial.TrialState.FAIL else None
+            per_split = json.dumps(attrs["per_split"]) if "per_split" in attrs else None  # blank, not "null"
             frames.append(dict(model=model, study=study.study_name, trial=trial.number, state=trial.state.name,
-                               validation_macro_f1=trial.value, per_split=json.dumps(attrs.get("per_split")),
+                               validation_macro_f1=trial.value, per_split=per_split,
                                image_epochs=attrs.get("image_epochs"), seconds=seconds,
                                pruned_at_step=attrs.get("pruned_at_step"), precision=attrs.get("precision"),
                                # trials made before the device was recorded all trained on CPUs
