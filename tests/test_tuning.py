@@ -115,10 +115,12 @@ def test_two_processes_on_one_storage_draw_different_recipes(tmp_path):
     running = study.ask()  # another worker's trial, under way
     space.suggest(running, "resnet18")
     order = []
-    studies = search.tune(prepared, ["resnet18", "alexnet"], trials=1, storage=storage,
+    studies = search.tune(prepared, ["resnet18", "alexnet"], trials=2, storage=storage,
                           after_trial=lambda studies: order.append(
-                              [m for m, s in studies.items() if search.finished_trials(s)]))
-    assert order == [["alexnet"], ["resnet18", "alexnet"]]  # resnet18's running trial counted as taken: alexnet first
+                              {m: search.finished_trials(s) for m, s in studies.items()}))
+    # resnet18's running trial counts as taken: alexnet first, then one each, and resnet18's second trial is the
+    # last this process starts for it: the one under way elsewhere completes its two (no model gets a third)
+    assert order == [{"resnet18": 0, "alexnet": 1}, {"resnet18": 1, "alexnet": 1}, {"resnet18": 1, "alexnet": 2}]
     rows = search.trials_table(studies)
     rows = rows[rows["model"] == "resnet18"].sort_values("trial")
     assert rows["state"].tolist() == ["RUNNING", "COMPLETE"]

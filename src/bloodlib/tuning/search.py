@@ -164,8 +164,12 @@ def tune(prepared: Prepared, models: list[str], *, trials: int, storage: str, ti
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             for model in pending:
                 optuna.storages.fail_stale_trials(studies[model])
-        # the trials under way (here or in another process on the same storage) count as taken
-        model = min(pending, key=lambda m: (claimed_trials(studies[m]), models.index(m)))
+        # the trials under way (here or in another process on the same storage) count as taken: a model whose
+        # last trials run elsewhere needs none from here, and no model gets more than ``trials``
+        open_models = [m for m in pending if claimed_trials(studies[m]) < trials]
+        if not open_models:
+            break
+        model = min(open_models, key=lambda m: (claimed_trials(studies[m]), models.index(m)))
         study = studies[model]
         study.sampler = sampler(prepared.settings.seed, len(study.get_trials(deepcopy=False)))
         study.optimize(objectives[model], n_trials=1, catch=())
