@@ -40,6 +40,7 @@ def test_a_tuned_recipe_names_its_runs_apart(monkeypatch):
     from bloodlib import config
 
     args = quality.parser().parse_args(["--model", "alexnet", "--seed", "42"])
+    monkeypatch.setattr(config, "MODEL_RECIPES", {})
     before = quality.name_of(args)
     monkeypatch.setattr(config, "MODEL_RECIPES", {("bccd", "alexnet"): dict(drop_rate=0.35, optimizer="sgd")})
     after = quality.name_of(args)

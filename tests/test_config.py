@@ -20,9 +20,13 @@ def test_profile_then_dataset_then_model_recipe_then_the_caller(tmp_path):
     folder = config.resolve("smoke", output_dir=tmp_path, dataset=f"folder:{tmp_path}")
     assert folder.train.epochs == config.PROFILES["smoke"]["epochs"]
     effnet = config.resolve("smoke", output_dir=tmp_path, model="efficientnet_b0", seed=7)
-    assert (effnet.train.lr, effnet.train.epochs, effnet.train.seed) == (3e-3, 2, 7)  # the model's recipe
+    recipe = config.MODEL_RECIPES[("bccd", "efficientnet_b0")]
+    for name, value in recipe.items():  # the model's recipe, over the profile's epochs and under the caller's seed
+        assert getattr(effnet.train, name) == value, name
+    assert (effnet.train.epochs, effnet.train.seed) == (2, 7)
     assert config.resolve("smoke", output_dir=tmp_path, model="efficientnet_b0", lr=1e-4).train.lr == 1e-4
-    assert effnet.for_model("resnet18").train.lr == config.TrainConfig.lr
+    resnet = effnet.for_model("resnet18")
+    assert resnet.train.lr == config.MODEL_RECIPES.get(("bccd", "resnet18"), {}).get("lr", config.TrainConfig.lr)
 
 
 def test_every_recipe_field_is_a_notebook_parameter(tmp_path):
