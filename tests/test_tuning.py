@@ -127,6 +127,18 @@ def test_two_processes_on_one_storage_draw_different_recipes(tmp_path):
     assert rows["param_lr"].iloc[0] != rows["param_lr"].iloc[1]
 
 
+def test_a_queued_trial_runs_though_it_counts_as_claimed(tmp_path):
+    """A dead worker's trial is queued again (WAITING) with its parameters: the next worker runs it, even when
+    the queue already fills the model's trials."""
+    prepared = prepared_toy(tmp_path, folds=2)
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = search.open_study(search.search_settings(prepared.settings.for_model("resnet18")), "resnet18", storage)
+    study.enqueue_trial({"lr": 2e-3})
+    assert search.claimed_trials(study) == 1
+    rows = search.trials_table(search.tune(prepared, ["resnet18"], trials=1, storage=storage))
+    assert rows["state"].tolist() == ["COMPLETE"] and rows["param_lr"].tolist() == [2e-3]
+
+
 def test_a_changed_protocol_starts_a_new_study(tmp_path):
     prepared = prepared_toy(tmp_path, folds=2)
     settings = prepared.settings.for_model("resnet18")

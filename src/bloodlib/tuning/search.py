@@ -165,8 +165,10 @@ def tune(prepared: Prepared, models: list[str], *, trials: int, storage: str, ti
             for model in pending:
                 optuna.storages.fail_stale_trials(studies[model])
         # the trials under way (here or in another process on the same storage) count as taken: a model whose
-        # last trials run elsewhere needs none from here, and no model gets more than ``trials``
-        open_models = [m for m in pending if claimed_trials(studies[m]) < trials]
+        # last trials run elsewhere needs none from here, and no model gets more than ``trials`` (a queued trial,
+        # a dead worker's again, is still to run: optimize takes it first)
+        open_models = [m for m in pending if len(studies[m].get_trials(
+            deepcopy=False, states=(*FINISHED, optuna.trial.TrialState.RUNNING))) < trials]
         if not open_models:
             break
         model = min(open_models, key=lambda m: (claimed_trials(studies[m]), models.index(m)))
