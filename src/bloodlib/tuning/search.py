@@ -139,6 +139,11 @@ def finished_trials(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
 
+def started_trials(study: optuna.Study) -> int:
+    """Finished trials and those under way, here or in another process on the same storage."""
+    return len(study.get_trials(deepcopy=False, states=(*FINISHED, optuna.trial.TrialState.RUNNING)))
+
+
 def claimed_trials(study: optuna.Study) -> int:
     """Finished trials and those under way or queued."""
     return len(study.get_trials(deepcopy=False, states=(*FINISHED, optuna.trial.TrialState.RUNNING,
@@ -167,8 +172,7 @@ def tune(prepared: Prepared, models: list[str], *, trials: int, storage: str, ti
         # the trials under way (here or in another process on the same storage) count as taken: a model whose
         # last trials run elsewhere needs none from here, and no model gets more than ``trials`` (a queued trial,
         # a dead worker's again, is still to run: optimize takes it first)
-        open_models = [m for m in pending if len(studies[m].get_trials(
-            deepcopy=False, states=(*FINISHED, optuna.trial.TrialState.RUNNING))) < trials]
+        open_models = [m for m in pending if started_trials(studies[m]) < trials]
         if not open_models:
             break
         model = min(open_models, key=lambda m: (claimed_trials(studies[m]), models.index(m)))
