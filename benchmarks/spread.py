@@ -18,7 +18,8 @@ weights, batches and augmentations (repeated cross-validation); the models of on
 With ``--replay-selection`` each run trains every epoch once and scores every rule of ``quality.RULES`` on it,
 so the table before and after a change of the rule comes from the same trainings.
 
-Runs already in the log (same recipe, seed and thread count) are not repeated.
+Runs already in the log (same recipe, seed, thread count and precision) are not repeated; a run that left the
+precision to the CPU counts for the precision it trained in.
 """
 from __future__ import annotations
 
@@ -37,6 +38,24 @@ sys.path.insert(0, str(HERE))
 import quality  # noqa: E402  (a sibling script, not a package)
 
 
+PINNED = {"auto": []} | {p: ["--precision", p] for p in ("fp32", "bf16")}  # quality.py's words for each
+LOG_KEYS = ["name", "torch_threads", "precision"]
+
+
+def logged(log: pd.DataFrame, model: str, seed: int, threads: int, precision: str, recipe: list[str]) -> pd.Series:
+    """Which runs of the log are this model, seed, thread count and precision under ``recipe``. A run with the
+    precision left to the CPU ("auto") that trained in the one asked for is the same training as a pinned one (the
+    seed spread's bf16 runs are the bf16 half of the precision comparison), so it counts too."""
+    def name(pin: str) -> str:
+        words = ["--model", model, "--seed", str(seed), *PINNED[pin], *recipe]
+        return quality.name_of(quality.parser().parse_args(words))
+
+    same = log["name"] == name(precision)
+    if precision != "auto":
+        same |= (log["name"] == name("auto")) & (log["precision"] == precision)
+    return same & (log["torch_threads"] == threads)
+
+
 def main(argv=None) -> pd.DataFrame:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["resnet18"])
@@ -49,22 +68,23 @@ def main(argv=None) -> pd.DataFrame:
     parser.add_argument("recipe", nargs=argparse.REMAINDER, help="-- then quality.py options")
     args = parser.parse_args(argv)
     recipe = [w for w in args.recipe if w != "--"]
-    done = pd.read_json(args.log, lines=True) if args.log.is_file() else pd.DataFrame(columns=["name", "torch_threads"])
-    pinned = {"auto": []} | {p: ["--precision", p] for p in ("fp32", "bf16")}
-    for model, seed, threads, precision in itertools.product(args.models, args.seeds, args.threads, args.precisions):
-        words = ["--model", model, "--seed", str(seed), "--threads", str(threads), *pinned[precision], *recipe]
-        name = quality.name_of(quality.parser().parse_args(words))
-        if ((done["name"] == name) & (done["torch_threads"] == threads)).any():
+    wanted = list(itertools.product(args.models, args.seeds, args.threads, args.precisions))
+    for model, seed, threads, precision in wanted:
+        done = pd.read_json(args.log, lines=True) if args.log.is_file() else pd.DataFrame(columns=LOG_KEYS)
+        if logged(done, model, seed, threads, precision, recipe).any():
             continue
-        print(f"{name}, {threads} thread(s)", flush=True)
+        words = ["--model", model, "--seed", str(seed), "--threads", str(threads), *PINNED[precision], *recipe]
+        print(f"{quality.name_of(quality.parser().parse_args(words))}, {threads} thread(s)", flush=True)
         subprocess.run([sys.executable, str(HERE / "quality.py"), *words, "--log", str(args.log)], check=True,
                        env={**os.environ, "OMP_NUM_THREADS": str(threads)},
                        stdout=subprocess.DEVNULL)
-    runs = pd.read_json(args.log, lines=True)
-    names = {quality.name_of(quality.parser().parse_args(["--model", m, "--seed", str(s), *pinned[p], *recipe]))
-             for m in args.models for s in args.seeds for p in args.precisions}
-    runs = runs[runs["name"].isin(names) & runs["torch_threads"].isin(args.threads)]
-    runs = runs.drop_duplicates(["name", "torch_threads"], keep="last")
+    log = pd.read_json(args.log, lines=True)
+    def pinned_last(names: pd.Series) -> pd.Series:
+        return names.str.endswith(("-bf16", "-fp32"))
+
+    # one run per model, seed, thread count and precision: the last logged, a pinned one before an unpinned one
+    runs = pd.concat([log[logged(log, *key, recipe)].sort_values("name", key=pinned_last, kind="stable").tail(1)
+                      for key in wanted])
     table = runs[["model", "seed", "torch_threads", "precision", "pooled_macro_f1", "fold_mean_macro_f1",
                   "pooled_accuracy", "seconds", "train_config"]].copy()
     table["train_config"] = table["train_config"].map(lambda c: json.dumps(c, sort_keys=True))

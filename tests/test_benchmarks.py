@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import quality  # noqa: E402  (scripts, not a package)
@@ -64,3 +65,38 @@ def test_the_precision_table_in_the_benchmarks_readme_is_the_committed_one():
         shown = scores.loc[int(seed)]
         assert (float(bf16), float(fp32)) == (round(shown["bf16"], 3), round(shown["fp32"], 3))
         assert float(difference) == round(shown["bf16"] - shown["fp32"], 3)
+
+
+def test_the_precision_comparison_reuses_a_run_that_left_the_precision_to_the_cpu(tmp_path, monkeypatch):
+    """The seed spread's resnet18 runs (precision left to the CPU, trained in bf16) are the bf16 half of the
+    bf16/fp32 comparison: ``spread.py --precisions bf16 fp32`` trains only what is missing, and its table holds
+    one run per seed and precision (a pinned run before an unpinned one of the same training)."""
+    import json
+
+    import pandas as pd
+    import spread
+
+    def name(seed, *pin):
+        return quality.name_of(quality.parser().parse_args(["--model", "resnet18", "--seed", str(seed), *pin]))
+
+    def run(seed, precision, name, score):
+        return {"name": name, "model": "resnet18", "seed": seed, "torch_threads": 2, "precision": precision,
+                "pooled_macro_f1": score, "fold_mean_macro_f1": score, "pooled_accuracy": score, "seconds": 1.0,
+                "train_config": {"seed": seed}}
+
+    log = tmp_path / "spread.jsonl"
+    runs = [run(42, "bf16", name(42), 0.88), run(42, "fp32", name(42, "--precision", "fp32"), 0.87),
+            run(43, "bf16", name(43), 0.86), run(43, "bf16", name(43, "--precision", "bf16"), 0.85),
+            run(43, "fp32", name(43, "--precision", "fp32"), 0.84),
+            run(44, "fp32", name(44), 0.83)]  # unpinned, in fp32 (a CPU without bf16): an fp32 run, no bf16 one
+    log.write_text("".join(json.dumps(r) + "\n" for r in runs))
+    trained = []
+    monkeypatch.setattr(spread.subprocess, "run", lambda words, **_: trained.append(words))
+    table = spread.main(["--models", "resnet18", "--seeds", "42", "43", "44", "--threads", "2",
+                         "--precisions", "bf16", "fp32", "--log", str(log), "--table", str(tmp_path / "p.csv")])
+    asked = [(w[w.index("--seed") + 1], w[w.index("--precision") + 1]) for w in trained]
+    assert asked == [("44", "bf16")]
+    scores = table.set_index(["seed", "precision"])["fold_mean_macro_f1"].to_dict()
+    assert scores == pytest.approx({(42, "bf16"): 0.88, (42, "fp32"): 0.87, (43, "bf16"): 0.85, (43, "fp32"): 0.84,
+                                    (44, "fp32"): 0.83})
+    assert pd.read_csv(tmp_path / "p.csv")["seed"].tolist() == [42, 42, 43, 43, 44]
