@@ -53,7 +53,7 @@ from bloodlib.tuning import space
 
 trials = recipes.read_trials()
 result = comparison.compare(settings.output_dir / "models", n=settings.bootstrap, seed=settings.seed,
-                            trials=trials, tuning=True)
+                            trials=trials, tuning=True, spread=reruns.read_spread())
 comparison.display_table(result)
 
 # %% [markdown]
@@ -93,12 +93,11 @@ else:
 # seeds, beside this run's bootstrap interval, and says whether the ranking survives the spread.
 
 # %%
-spread = reruns.read_spread()
-if spread is None:
+if result.spread is None:
     display(Markdown("*No seed-spread table yet: run `python benchmarks/spread.py` with the models' recipes.*"))
 else:
-    display(reruns.spread_table(spread, result.table).round(3),
-            Markdown(reruns.ranking_sentence(spread, list(result.table.index))))
+    display(reruns.spread_table(result.spread, result.table).round(3),
+            Markdown(reruns.ranking_sentence(result.spread, list(result.table.index))))
 
 # %% [markdown]
 # ## The metrics with their confidence intervals
@@ -138,8 +137,8 @@ if result.fold_tests is not None:
 # ## Conclusion
 #
 # Written from the numbers above (`bloodlib.study.comparison.conclusion`), so it changes with them: the test over
-# folds first (the folds are the unit of the claim), then the pooled predictions with McNemar's test, then how
-# the recipes were chosen.
+# folds first (the folds are the unit of the claim), whether the ranking holds under every seed of the spread
+# table, then the pooled predictions with McNemar's test, then how the recipes were chosen.
 
 # %%
 Markdown(comparison.conclusion(result))

@@ -62,6 +62,15 @@ def test_model_runs_are_saved_and_compared(tmp_path):
     assert (tuned.tuning["status"] == "not searched yet: trained with the default recipe").all()
     assert "were **not** all chosen the same way" in comparison.conclusion(tuned)
     assert list(tuned.tuning.index) == list(tuned.table.index)
+    # reruns over seeds: the conclusion says, after the test over folds, whether the ranking holds under each seed
+    first, second = tuned.table.index
+    spread = pd.DataFrame([dict(model=m, seed=s, fold_mean_macro_f1=v, precision="fp32") for m, s, v in [
+        (first, 42, 0.8), (second, 42, 0.6), (first, 43, 0.5), (second, 43, 0.7)]])
+    rerun = comparison.compare(tmp_path / "models", n=50, spread=spread)
+    text = comparison.conclusion(rerun)
+    said = f"Over 2 seeds: {first} > {second} **not** under every seed"
+    assert said in text and text.index("corrected resampled t-test") < text.index(said) < text.index("McNemar")
+    assert "Over 2 seeds" not in comparison.conclusion(result)  # no table given, nothing said
     comparison.save(result, tmp_path / "comparison")
     assert (tmp_path / "comparison" / "comparison.csv").is_file()
 

@@ -9,7 +9,7 @@ import pandas as pd
 
 from bloodlib import evaluation
 from bloodlib.evaluation.significance import format_p
-from bloodlib.study import recipes
+from bloodlib.study import recipes, reruns
 from bloodlib.utils import fileio
 
 ALPHA = 0.05
@@ -24,14 +24,17 @@ class Comparison:
     fold_tests: pd.DataFrame | None  # every pair over the same folds (cross-validation only)
     evaluations: dict[str, evaluation.Evaluation]
     tuning: pd.DataFrame | None = None  # how each recipe was chosen (recipes.tuning_table), when asked
+    spread: pd.DataFrame | None = None  # the models' reruns over seeds (reruns.read_spread), when given
 
 
 def compare(models_dir: str | Path, *, n: int = 2000, seed: int = 0, trials: pd.DataFrame | None = None,
-            tuning: bool = False) -> Comparison:
+            tuning: bool = False, spread: pd.DataFrame | None = None) -> Comparison:
     """Load every saved evaluation under ``models_dir`` and compare them on the same test images; ranked by
     fold-mean macro-F1 under cross-validation (the folds are the unit of the claim), else by macro-F1.
     ``tuning``: also say how each recipe was chosen, from the search's ``trials`` table
-    (:func:`bloodlib.study.recipes.tuning_table`)."""
+    (:func:`bloodlib.study.recipes.tuning_table`). ``spread``: the seed-spread table
+    (:func:`bloodlib.study.reruns.read_spread`), so that the conclusion says whether the ranking holds under every
+    seed."""
     evals = evaluation.load_all(models_dir)
     if not evals:
         raise FileNotFoundError(f"{models_dir}: no saved evaluation (metrics.json); run notebooks 04-06 first")
@@ -45,7 +48,7 @@ def compare(models_dir: str | Path, *, n: int = 2000, seed: int = 0, trials: pd.
     table = table.sort_values("fold_macro_f1" if cv else "macro_f1", ascending=False)
     folds = evaluation.pairwise_fold_tests(evals) if cv and len(evals) > 1 else None
     return Comparison(table, evaluation.pairwise_mcnemar(evals), folds, evals,
-                      recipes.tuning_table({m: evals[m] for m in table.index}, trials) if tuning else None)
+                      recipes.tuning_table({m: evals[m] for m in table.index}, trials) if tuning else None, spread)
 
 
 def further_test_sets(output_dir: str | Path, *, n: int = 2000, seed: int = 0) -> dict[str, Comparison]:
@@ -147,6 +150,9 @@ def conclusion(comparison: Comparison, alpha: float = ALPHA) -> str:
                      + (f". **No pair differs significantly** at {alpha} over {k} folds." if significant.empty else
                         ". Significant: " + ", ".join(f"{r.model_a} vs {r.model_b}" for r in significant.itertuples())
                         + "."))
+    if comparison.spread is not None and len(table) > 1:
+        lines.append(reruns.ranking_sentence(comparison.spread, list(table.index))
+                     + " Each seed of the seed-spread table trains every model again, on that seed's folds.")
     best = table.index[0]
     row = table.loc[best]
     lines.append(f"On the {int(row['n_test'])} pooled test predictions **{best}** has macro-F1 {row['macro_f1']:.3f} "

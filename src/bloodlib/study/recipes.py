@@ -95,8 +95,10 @@ def tuning_sentence(table: pd.DataFrame) -> str:
         budgets = table["image-epochs per full trial"].astype(float)
         trials = table["trials (pruned)"].str.split(" ").str[0].astype(int)
         equal = budgets.max() <= 1.05 * budgets.min() and trials.nunique() == 1
-        return (f"Every architecture's recipe was chosen by the same search ({trials.iloc[0]} trials each, about "
-                f"{int(budgets.median()):,} training images x epochs per full trial, scored on validation parts "
+        budget = (f"{int(budgets.min()):,}" if budgets.min() == budgets.max()
+                  else f"{int(budgets.min()):,}–{int(budgets.max()):,}")
+        return (f"Every architecture's recipe was chosen by the same search ({trials.iloc[0]} trials each, "
+                f"{budget} training images x epochs per full trial, scored on validation parts "
                 f"only; the test parts were read once, afterwards)"
                 + ("." if equal else ", though the budgets differ: see the tuning table."))
     return ("The recipes were **not** all chosen the same way (see the tuning table: "
