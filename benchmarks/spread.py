@@ -56,6 +56,11 @@ def logged(log: pd.DataFrame, model: str, seed: int, threads: int, precision: st
     return same & (log["torch_threads"] == threads)
 
 
+def pinned_last(names: pd.Series) -> pd.Series:
+    """A sort key that puts runs with a pinned precision after those that left it to the CPU."""
+    return names.str.endswith(("-bf16", "-fp32"))
+
+
 def main(argv=None) -> pd.DataFrame:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["resnet18"])
@@ -69,8 +74,8 @@ def main(argv=None) -> pd.DataFrame:
     args = parser.parse_args(argv)
     recipe = [w for w in args.recipe if w != "--"]
     wanted = list(itertools.product(args.models, args.seeds, args.threads, args.precisions))
+    done = pd.read_json(args.log, lines=True) if args.log.is_file() else pd.DataFrame(columns=LOG_KEYS)
     for model, seed, threads, precision in wanted:
-        done = pd.read_json(args.log, lines=True) if args.log.is_file() else pd.DataFrame(columns=LOG_KEYS)
         if logged(done, model, seed, threads, precision, recipe).any():
             continue
         words = ["--model", model, "--seed", str(seed), "--threads", str(threads), *PINNED[precision], *recipe]
@@ -79,9 +84,6 @@ def main(argv=None) -> pd.DataFrame:
                        env={**os.environ, "OMP_NUM_THREADS": str(threads)},
                        stdout=subprocess.DEVNULL)
     log = pd.read_json(args.log, lines=True)
-    def pinned_last(names: pd.Series) -> pd.Series:
-        return names.str.endswith(("-bf16", "-fp32"))
-
     # one run per model, seed, thread count and precision: the last logged, a pinned one before an unpinned one
     runs = pd.concat([log[logged(log, *key, recipe)].sort_values("name", key=pinned_last, kind="stable").tail(1)
                       for key in wanted])
